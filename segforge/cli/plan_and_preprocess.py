@@ -1,0 +1,13 @@
+"""`segforge_plan_and_preprocess` (not built yet)."""
+
+import sys
+
+from segforge.cli._runner import not_implemented
+
+
+def main(argv=None) -> int:
+    return not_implemented("segforge_plan_and_preprocess")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

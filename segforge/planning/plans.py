@@ -1,0 +1,246 @@
+"""Plans: typed dataclasses that round-trip through readable JSON.
+
+``plans.json`` holds one :class:`Configuration` per trainable configuration (``2d``,
+``3d_fullres`` and, when the planner chooses the cascade, ``locator`` +
+``cascade_fullres``) and names the ``default`` one. Every decision has a reason in the
+``why`` mapping beside it, keyed by the field it explains.
+
+Shapes and spacings follow the package convention: ``(z, y, x)`` for 3D; a ``2d``
+configuration's ``patch_size`` and network are ``(y, x)`` while its ``spacing`` stays the
+3D ``(z, y, x)`` grid the slices are cut from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from segforge.errors import InputError
+
+__all__ = [
+    "NetworkTopology",
+    "ChannelNormalization",
+    "ResamplingSettings",
+    "LocatorSettings",
+    "CascadeSettings",
+    "Configuration",
+    "Plans",
+    "PLANS_FORMAT",
+]
+
+PLANS_FORMAT = 1
+
+
+@dataclass
+class NetworkTopology:
+    """A U-Net's shape. ``strides[0]`` is all ones; one kernel and stride per stage and axis."""
+
+    features_per_stage: list[int]
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    n_conv_per_stage: int = 2
+    norm: str = "instance"
+    nonlin: str = "leaky_relu"
+    block: str = "plain"  # "plain" or "residual" (residual encoder blocks)
+    attention_gates: bool = False
+    deep_supervision: bool = True
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.features_per_stage)
+
+    def __post_init__(self):
+        n = len(self.features_per_stage)
+        if len(self.kernel_sizes) != n or len(self.strides) != n:
+            raise ValueError(
+                f"NetworkTopology needs one kernel size and one stride per stage: {n} stages, "
+                f"{len(self.kernel_sizes)} kernel sizes, {len(self.strides)} strides"
+            )
+
+
+@dataclass
+class ChannelNormalization:
+    """How one input channel is normalised.
+
+    ``scheme``: ``"ct"`` (clip to ``[lower, upper]`` then ``(x - mean) / std`` with dataset
+    foreground statistics), ``"zscore"`` (per image) or ``"zscore_nonzero"`` (per image,
+    statistics and output only inside the non-zero mask).
+    """
+
+    scheme: str
+    mean: float | None = None
+    std: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    why: str = ""
+
+
+@dataclass
+class ResamplingSettings:
+    """``image_order``/``label_order`` are spline orders (labels: ``"linear"`` on one-hot,
+    ``"nearest"``). When ``separate_axis`` is set (anisotropic data), that array axis is
+    resampled on its own with ``separate_axis_order``."""
+
+    image_order: int = 3
+    label_mode: str = "linear_onehot"
+    separate_axis: int | None = None
+    separate_axis_order: int = 0
+    why: str = ""
+
+
+@dataclass
+class LocatorSettings:
+    """Heatmap locator training for the cascade's first stage (sigmas in locator voxels)."""
+
+    target: str = "union"  # "union" of all foreground labels, or "per_class"
+    sigma_start: float = 8.0
+    sigma_min: float = 1.5
+    sigma_shrink_factor: float = 0.7
+    shrink_loss_threshold: float = 0.5  # shrink when val loss < threshold * loss at current sigma's start
+    shrink_patience: int = 5  # ... or when the val loss has not improved for this many epochs
+    loss: str = "mse"  # "mse" or "kl" (divergence between normalised heatmaps)
+    symmetric: bool = False  # allow left/right mirroring as augmentation
+    why: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CascadeSettings:
+    """The full-resolution segmenter's crop around the located centroid."""
+
+    locator_configuration: str = "locator"
+    crop_size: list[int] = field(default_factory=list)  # (z, y, x) voxels at this configuration's spacing
+    expected_locator_error_mm: float = 0.0  # jitter scale until the locator's measured error replaces it
+    why: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Configuration:
+    name: str
+    kind: str  # "segmentation" or "locator"
+    spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    network: NetworkTopology
+    normalization: list[ChannelNormalization]
+    resampling: ResamplingSettings
+    median_shape: list[int]  # median (cropped) image shape at this spacing, (z, y, x)
+    crop_to_nonzero: bool = True
+    data_identifier: str = ""  # preprocessed sub-folder holding this configuration's cases
+    locator: LocatorSettings | None = None
+    cascade: CascadeSettings | None = None
+    why: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dims(self) -> int:
+        return len(self.patch_size)
+
+    def __post_init__(self):
+        if self.kind not in ("segmentation", "locator"):
+            raise ValueError(f"configuration kind must be 'segmentation' or 'locator', got {self.kind!r}")
+        if not self.data_identifier:
+            self.data_identifier = self.name
+
+    def version(self) -> str:
+        """Hash of everything that changes this configuration's preprocessed data or training."""
+        return _digest(_to_jsonable(self))
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    channel_names: dict[str, str]  # {"0": "CT"}, as in dataset.json
+    labels: dict[str, int]  # {"background": 0, "liver": 1, ...}
+    configurations: dict[str, Configuration]
+    default_configuration: str
+    gpu_memory_gb: float
+    format: int = PLANS_FORMAT
+    why: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.default_configuration not in self.configurations:
+            raise ValueError(
+                f"default configuration {self.default_configuration!r} is not planned "
+                f"(have: {', '.join(self.configurations)})"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes including background."""
+        return max(self.labels.values()) + 1
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    def configuration(self, name: str | None = None) -> Configuration:
+        name = name or self.default_configuration
+        if name not in self.configurations:
+            raise InputError(f"configuration {name!r} is not in the plans; planned: {', '.join(self.configurations)}")
+        return self.configurations[name]
+
+    def version(self) -> str:
+        return _digest(_to_jsonable(self))
+
+    # --- JSON -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = _to_jsonable(self)
+        d["version"] = self.version()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plans":
+        d = dict(d)
+        d.pop("version", None)
+        if d.get("format") != PLANS_FORMAT:
+            raise InputError(f"plans format {d.get('format')} is not supported (expected {PLANS_FORMAT}); re-plan")
+        d["configurations"] = {k: _configuration_from_dict(v) for k, v in d["configurations"].items()}
+        return cls(**_known(cls, d))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temporary file, then rename)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plans":
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("plans not found; run segforge_plan_and_preprocess first", p)
+        try:
+            return cls.from_dict(json.loads(p.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"plans file is not valid ({exc})", p) from None
+
+
+def _configuration_from_dict(d: dict) -> Configuration:
+    d = dict(d)
+    d["network"] = NetworkTopology(**_known(NetworkTopology, d["network"]))
+    d["normalization"] = [ChannelNormalization(**_known(ChannelNormalization, n)) for n in d["normalization"]]
+    d["resampling"] = ResamplingSettings(**_known(ResamplingSettings, d["resampling"]))
+    if d.get("locator") is not None:
+        d["locator"] = LocatorSettings(**_known(LocatorSettings, d["locator"]))
+    if d.get("cascade") is not None:
+        d["cascade"] = CascadeSettings(**_known(CascadeSettings, d["cascade"]))
+    return Configuration(**_known(Configuration, d))
+
+
+def _known(cls, d: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    return d
+
+
+def _to_jsonable(obj) -> dict:
+    return json.loads(json.dumps(asdict(obj)))
+
+
+def _digest(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
