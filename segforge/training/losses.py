@@ -1,0 +1,171 @@
+"""Segmentation and heatmap losses.
+
+* :class:`DiceCELoss`: soft Dice over the foreground classes (batch-wise) + cross-entropy.
+* :class:`DeepSupervisionLoss`: a weighted sum of a loss over the network's training outputs
+  (full resolution first), with targets made by :func:`downsample_target` at the factors of
+  :func:`~segforge.networks.unet.deep_supervision_scales`.
+* :func:`heatmap_mse_loss`, :func:`heatmap_kl_loss`: the locator's losses.
+
+Shapes: logits ``(B, K, *spatial)``; integer targets ``(B, 1, *spatial)`` or ``(B, *spatial)``.
+Losses are computed in float32 even under autocast.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segforge.networks.unet import deep_supervision_scales
+
+__all__ = [
+    "DiceCELoss",
+    "DeepSupervisionLoss",
+    "deep_supervision_weights",
+    "deep_supervision_scales",
+    "downsample_target",
+    "heatmap_mse_loss",
+    "heatmap_kl_loss",
+]
+
+
+def _as_index_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, *s)`` or ``(B, *s)`` integer labels -> ``(B, *s)`` int64."""
+    if target.ndim == logits.ndim:
+        if target.shape[1] != 1:
+            raise ValueError(f"target with a channel axis must have 1 channel, got shape {list(target.shape)}")
+        target = target[:, 0]
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"target shape {list(target.shape)} does not match logits {list(logits.shape)}")
+    return target.long()
+
+
+class DiceCELoss(nn.Module):
+    """``dice_weight * (1 - mean foreground soft Dice) + ce_weight * cross-entropy``.
+
+    The soft Dice of class ``k`` sums over the whole batch and all voxels ("batch Dice"):
+    ``(2 * sum(p_k * g_k) + smooth) / (sum(p_k) + sum(g_k) + smooth)`` with ``p`` the softmax.
+    A class absent from both prediction and target scores Dice 1 thanks to ``smooth``.
+    A perfect confident prediction gives ~0; the loss is never negative.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
+                 batch_dice: bool = True):
+        super().__init__()
+        self.dice_weight, self.ce_weight, self.smooth, self.batch_dice = dice_weight, ce_weight, smooth, batch_dice
+
+    def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice)."""
+        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+        axes = [0] + list(range(2, logits.ndim)) if self.batch_dice else list(range(2, logits.ndim))
+        intersection = (probs * onehot).sum(axes)
+        denominator = probs.sum(axes) + onehot.sum(axes)
+        return (2 * intersection + self.smooth) / (denominator + self.smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] < 2:
+            raise ValueError(f"DiceCELoss needs at least 2 classes (background + 1), got {logits.shape[1]}")
+        target = _as_index_target(target, logits)
+        ce = F.cross_entropy(logits.float(), target)
+        dice = self.soft_dice(logits, target).mean()
+        return self.dice_weight * (1 - dice) + self.ce_weight * ce
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """Weights ``1, 1/2, 1/4, ...`` (full resolution first), the lowest set to 0, normalised to sum 1.
+
+    As in nnU-Net the coarsest output gets no weight; with a single output its weight is 1.
+    """
+    if n_outputs < 1:
+        raise ValueError(f"need at least one output, got {n_outputs}")
+    weights = [0.5**i for i in range(n_outputs)]
+    if n_outputs > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``sum_i weights[i] * loss(outputs[i], targets[i])``; outputs and targets full resolution first.
+
+    ``weights=None`` uses :func:`deep_supervision_weights`. Terms with weight 0 are skipped. A
+    single tensor output (eval mode, or no deep supervision) is scored against ``targets[0]``.
+    """
+
+    def __init__(self, loss: Callable, weights: Sequence[float] | None = None):
+        super().__init__()
+        self.loss = loss
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    def forward(self, outputs, targets) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        if isinstance(targets, torch.Tensor):
+            targets = [targets]
+        if len(targets) < len(outputs):
+            raise ValueError(f"{len(outputs)} outputs but only {len(targets)} targets; build them with downsample_target")
+        weights = self.weights if self.weights is not None else deep_supervision_weights(len(outputs))
+        if len(weights) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs but {len(weights)} deep supervision weights")
+        total = None
+        for w, out, tgt in zip(weights, outputs, targets):
+            if w == 0:
+                continue
+            term = w * self.loss(out, tgt)
+            total = term if total is None else total + term
+        return total
+
+
+def downsample_target(target: torch.Tensor, scales: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Integer labels at each deep-supervision scale, full resolution first.
+
+    ``target``: ``(B, 1, *s)`` or ``(B, *s)`` integer labels; ``scales``: per-axis integer
+    downsampling factors from :func:`deep_supervision_scales`. Each output keeps ``target``'s
+    layout with ``*s / factor`` spatial shape. Downsampling is a max-pool over each
+    ``factor``-sized block, so a structure of a single voxel survives at every scale (where
+    two foreground labels share a block, the higher label wins). Labels must be < 2**24.
+    """
+    had_channel = target.ndim == len(scales[0]) + 2
+    x = target if had_channel else target.unsqueeze(1)
+    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
+    outputs = []
+    for factors in scales:
+        factors = tuple(int(f) for f in factors)
+        if len(factors) != x.ndim - 2:
+            raise ValueError(f"scale {list(factors)} does not match a target of {x.ndim - 2} spatial axes")
+        if all(f == 1 for f in factors):
+            y = x
+        else:
+            if any(sz % f for sz, f in zip(x.shape[2:], factors)):
+                raise ValueError(f"target shape {list(x.shape[2:])} is not divisible by the scale {list(factors)}")
+            y = pool(x.float(), kernel_size=factors, stride=factors).to(target.dtype)
+        outputs.append(y if had_channel else y[:, 0])
+    return outputs
+
+
+def heatmap_mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between predicted and target heatmaps, both ``(B, C, *s)``; 0 iff equal."""
+    if pred.shape != target.shape:
+        raise ValueError(f"heatmap shapes differ: prediction {list(pred.shape)}, target {list(target.shape)}")
+    return F.mse_loss(pred.float(), target.float())
+
+
+def heatmap_kl_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KL(target || prediction) between heatmaps normalised to spatial distributions.
+
+    ``pred`` ``(B, C, *s)`` holds logits: a spatial softmax turns each map into a distribution
+    (so the soft-argmax read-out is its mean). ``target`` ``(B, C, *s)`` is a non-negative
+    heatmap (e.g. a Gaussian) divided by its sum. The loss is 0 exactly when
+    ``softmax(pred)`` equals the normalised target (e.g. ``pred = log(target)``), positive
+    otherwise; averaged over batch and channels.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"heatmap shapes differ: prediction {list(pred.shape)}, target {list(target.shape)}")
+    log_p = torch.log_softmax(pred.float().flatten(2), dim=-1)
+    t = target.float().flatten(2).clamp_min(0)
+    t = t / t.sum(-1, keepdim=True).clamp_min(eps)
+    kl = (torch.xlogy(t, t) - t * log_p).sum(-1)
+    return kl.mean()
