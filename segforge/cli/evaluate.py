@@ -1,12 +1,50 @@
-"""`segforge_evaluate` (not built yet)."""
+"""`segforge_evaluate -ref GT -pred PRED [-l LABELS...] [-o summary.json] [--tolerance MM] [-np N]`.
 
+Exit codes: 0 all reference cases scored, 1 some could not be (missing prediction, other
+grid, unreadable: listed), 2 nothing could be scored or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
 import sys
+from pathlib import Path
 
-from segforge.cli._runner import not_implemented
+from segforge.cli._runner import run_command
+
+PROG = "segforge_evaluate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Score predicted label maps against references: "
+                                     "Dice, IoU, HD95 (mm) and surface Dice per case and label.")
+    parser.add_argument("-ref", "--reference", required=True, help="folder of reference label files")
+    parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label files (same names)")
+    parser.add_argument("-l", "--labels", type=int, nargs="+", default=None,
+                        help="label values to score (default: every non-zero value found)")
+    parser.add_argument("-o", "--output", default=None, help="summary JSON (default: PRED/summary.json)")
+    parser.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
+    parser.add_argument("-np", "--num-processes", type=int, default=min(4, os.cpu_count() or 1),
+                        help="cases scored in parallel")
+    return parser
 
 
 def main(argv=None) -> int:
-    return not_implemented("segforge_evaluate")
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
+
+        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, args.num_processes)
+        output = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
+        save_summary(summary, output)
+        print(format_table(summary))
+        print(f"summary written to {output}")
+        not_scored = len(summary["missing_predictions"]) + len(summary["geometry_mismatches"]) + len(summary["unreadable"])
+        return 1 if not_scored else 0
+
+    return run_command(PROG, body)
 
 
 if __name__ == "__main__":

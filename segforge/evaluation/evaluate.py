@@ -1,0 +1,235 @@
+"""Score a folder of predicted label maps against a folder of reference label maps.
+
+Files are matched by case name (the file name without its image ending). A prediction is
+scored only on the reference's grid: a missing prediction, or one whose geometry differs
+from its reference (``Geometry.same_grid``), is listed in the summary instead of scored.
+
+``summary.json``::
+
+    {"reference_folder": ..., "prediction_folder": ..., "labels": [1, 2], "tolerance_mm": 1.0,
+     "cases": [{"case": "c1", "reference": path, "prediction": path,
+                "metrics": {"1": {"dice", "iou", "hd95", "surface_dice", "n_ref", "n_pred", "tp", "fp", "fn"}}}],
+     "mean": {"1": {"dice", "iou", "hd95", "surface_dice", "n_cases": {"dice": k, ...}}},
+     "foreground_mean": {"dice", "iou", "hd95", "surface_dice"},   # mean of the class means
+     "missing_predictions": [...], "geometry_mismatches": [{"case", "difference"}],
+     "unreadable": [{"case", "file", "reason"}], "extra_predictions": [...], "why": {...}}
+
+NaN (undefined, e.g. Dice of two empty masks) is written as JSON ``null`` and left out of means.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segforge.errors import DatasetProblems, InputError
+from segforge.evaluation.metrics import class_metrics
+from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_image, split_ending
+
+__all__ = ["METRICS", "evaluate_case", "evaluate_folders", "save_summary", "format_table", "label_files"]
+
+METRICS = ("dice", "iou", "hd95", "surface_dice")
+
+_WHY = {
+    "empty": "both masks empty -> Dice/IoU/HD95/surface Dice undefined (null) and left out of means; "
+    "one empty -> Dice 0, IoU 0, surface Dice 0, HD95 = image diagonal in mm",
+    "hd95": "max of the two directed 95th percentiles of surface-to-surface distances (mm, voxel centres)",
+    "surface_dice": "share of surface voxels of each mask within tolerance_mm of the other mask's surface",
+    "foreground_mean": "mean over labels of the per-label means",
+    "labels": "given with -l, else every non-zero value found in the references or predictions",
+}
+
+
+def label_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """``{case: path}`` of the image files in ``folder`` (case = name without its ending)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("folder not found", folder)
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if is_image_file(p):
+            found.setdefault(split_ending(p)[0], p)
+    return found
+
+
+def evaluate_case(
+    reference_file: str | os.PathLike,
+    prediction_file: str | os.PathLike,
+    labels: Sequence[int] | None = None,
+    tolerance_mm: float = 1.0,
+) -> dict:
+    """Metrics of one case: ``{"metrics": {label: {...}}}`` or ``{"geometry_mismatch": text}``.
+
+    ``labels`` None: every non-zero value in either file. Raises :class:`InputError` when a
+    file cannot be read.
+    """
+    reference, ref_geometry = read_image(reference_file)
+    prediction, pred_geometry = read_image(prediction_file)
+    if not ref_geometry.same_grid(pred_geometry):
+        return {"geometry_mismatch": ref_geometry.describe_difference(pred_geometry)}
+    if labels is None:
+        labels = sorted((set(np.unique(reference).tolist()) | set(np.unique(prediction).tolist())) - {0})
+    metrics = {}
+    for label in labels:
+        metrics[str(int(label))] = class_metrics(
+            reference == label, prediction == label, ref_geometry.spacing, tolerance_mm
+        )
+    return {"metrics": metrics}
+
+
+def evaluate_folders(
+    reference_folder: str | os.PathLike,
+    prediction_folder: str | os.PathLike,
+    labels: Sequence[int] | None = None,
+    tolerance_mm: float = 1.0,
+    num_processes: int = 1,
+) -> dict:
+    """Score every reference case that has a prediction; the summary dict (module docstring).
+
+    Raises :class:`DatasetProblems` when no case could be scored (no reference files, or none
+    with a readable prediction on the same grid).
+    """
+    references = label_files(reference_folder)
+    predictions = label_files(prediction_folder)
+    if not references:
+        raise InputError(f"no reference label files ({', '.join(IMAGE_ENDINGS)})", reference_folder)
+    if tolerance_mm < 0:
+        raise InputError(f"tolerance must be >= 0 mm, got {tolerance_mm}")
+    pairs = [(case, references[case], predictions[case]) for case in references if case in predictions]
+    missing = sorted(case for case in references if case not in predictions)
+    extra = sorted(case for case in predictions if case not in references)
+
+    results = _run(pairs, labels, tolerance_mm, num_processes)
+    cases, mismatches, unreadable = [], [], []
+    for (case, ref, pred), result in zip(pairs, results):
+        if "error" in result:
+            unreadable.append({"case": case, "file": result["file"], "reason": result["error"]})
+        elif "geometry_mismatch" in result:
+            mismatches.append({"case": case, "difference": result["geometry_mismatch"]})
+        else:
+            cases.append({"case": case, "reference": str(ref), "prediction": str(pred), "metrics": result["metrics"]})
+
+    all_labels = sorted({int(k) for c in cases for k in c["metrics"]}) if labels is None else [int(v) for v in labels]
+    for c in cases:  # a label absent from both files of a case: both empty
+        for label in all_labels:
+            c["metrics"].setdefault(str(label), _both_empty())
+
+    summary = {
+        "reference_folder": str(Path(reference_folder).absolute()),
+        "prediction_folder": str(Path(prediction_folder).absolute()),
+        "labels": all_labels,
+        "tolerance_mm": float(tolerance_mm),
+        "cases": cases,
+        "mean": _means(cases, all_labels),
+        "missing_predictions": missing,
+        "geometry_mismatches": mismatches,
+        "unreadable": unreadable,
+        "extra_predictions": extra,
+        "why": dict(_WHY),
+    }
+    summary["foreground_mean"] = _foreground_mean(summary["mean"])
+    if not cases:
+        problems = [f"{prediction_folder}: prediction missing for case {c}" for c in missing]
+        problems += [f"case {m['case']}: prediction grid differs from the reference ({m['difference']})" for m in mismatches]
+        problems += [f"{u['file']}: {u['reason']}" for u in unreadable]
+        problems.append(f"nothing could be evaluated ({len(references)} reference cases)")
+        raise DatasetProblems(problems)
+    return summary
+
+
+def save_summary(summary: dict, path: str | os.PathLike) -> None:
+    """Write ``summary`` as JSON (NaN as null), atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(_nan_to_none(summary), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, p)
+
+
+def format_table(summary: dict, label_names: dict[int, str] | None = None) -> str:
+    """A text table: one row per case and label, then the means, then what was not scored."""
+    names = label_names or {}
+    header = f"{'case':<24} {'label':<14} " + " ".join(f"{m:>12}" for m in METRICS)
+    lines = [header, "-" * len(header)]
+    for c in summary["cases"]:
+        for label in summary["labels"]:
+            values = c["metrics"][str(label)]
+            lines.append(f"{c['case'][:24]:<24} {names.get(label, str(label))[:14]:<14} "
+                         + " ".join(_fmt(values.get(m)) for m in METRICS))
+    lines.append("-" * len(header))
+    for label in summary["labels"]:
+        values = summary["mean"][str(label)]
+        lines.append(f"{'mean':<24} {names.get(label, str(label))[:14]:<14} " + " ".join(_fmt(values.get(m)) for m in METRICS))
+    fg = summary["foreground_mean"]
+    lines.append(f"{'mean':<24} {'foreground':<14} " + " ".join(_fmt(fg.get(m)) for m in METRICS))
+    for case in summary["missing_predictions"]:
+        lines.append(f"not scored: {case}: prediction missing")
+    for m in summary["geometry_mismatches"]:
+        lines.append(f"not scored: {m['case']}: prediction grid differs from the reference ({m['difference']})")
+    for u in summary["unreadable"]:
+        lines.append(f"not scored: {u['case']}: {u['file']}: {u['reason']}")
+    return "\n".join(lines)
+
+
+def _run(pairs, labels, tolerance_mm, num_processes) -> list[dict]:
+    args = [(str(ref), str(pred), None if labels is None else list(labels), tolerance_mm) for _, ref, pred in pairs]
+    if num_processes <= 1 or len(pairs) <= 1:
+        return [_safe_case(*a) for a in args]
+    with ProcessPoolExecutor(max_workers=min(num_processes, len(pairs))) as pool:
+        return list(pool.map(_safe_case, *zip(*args)))
+
+
+def _safe_case(ref: str, pred: str, labels, tolerance_mm: float) -> dict:
+    try:
+        return evaluate_case(ref, pred, labels, tolerance_mm)
+    except InputError as exc:
+        return {"error": str(exc).split(": ", 1)[-1] if exc.path else str(exc), "file": exc.path or pred}
+
+
+def _both_empty() -> dict:
+    nan = float("nan")
+    return {"dice": nan, "iou": nan, "n_ref": 0, "n_pred": 0, "tp": 0, "fp": 0, "fn": 0, "hd95": nan, "surface_dice": nan}
+
+
+def _means(cases: list[dict], labels: list[int]) -> dict:
+    out = {}
+    for label in labels:
+        entry, counts = {}, {}
+        for m in METRICS:
+            values = [c["metrics"][str(label)][m] for c in cases]
+            values = [v for v in values if v is not None and not math.isnan(v)]
+            entry[m] = float(np.mean(values)) if values else float("nan")
+            counts[m] = len(values)
+        entry["n_cases"] = counts
+        out[str(label)] = entry
+    return out
+
+
+def _foreground_mean(means: dict) -> dict:
+    out = {}
+    for m in METRICS:
+        values = [v[m] for v in means.values() if not math.isnan(v[m])]
+        out[m] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>12}"
+    return f"{value:>12.4f}"

@@ -1,0 +1,201 @@
+"""Gaussian-weighted sliding-window inference: a window iterator and an accumulator.
+
+``sliding_window_logits`` joins the two: windows of the plan's patch size tile the image
+with a step of half a patch (:func:`iter_windows`), are fed through the network a batch at a
+time (with mirroring test-time augmentation, :func:`predict_batch`), and their logits,
+weighted by a Gaussian importance map, are summed into an image-sized buffer
+(:class:`LogitAccumulator`) that is divided by the summed weights at the end.
+
+2D configurations (a ``(y, x)`` patch) run on the same path: the window is ``(1, y, x)``,
+so every slice of the ``(C, z, y, x)`` volume is tiled, and windows of several slices share
+one forward pass.
+
+Everything stays on the device when the estimate says it fits (no host synchronisation per
+window); otherwise the image-sized buffers live in CPU memory and only the windows travel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segforge.inference.gaussian import gaussian_importance_map
+
+__all__ = [
+    "window_starts",
+    "iter_windows",
+    "mirror_combinations",
+    "predict_batch",
+    "LogitAccumulator",
+    "sliding_window_logits",
+    "sliding_window_predict",
+    "accumulation_bytes",
+]
+
+
+def window_starts(size: int, patch: int, step: float) -> list[int]:
+    """Start indices of windows of length ``patch`` covering ``size`` (``size >= patch``).
+
+    As few windows as a step of ``step * patch`` allows, spread evenly so the first starts
+    at 0 and the last ends at ``size``.
+    """
+    if size < patch:
+        raise ValueError(f"image size {size} is smaller than the patch {patch}; pad first")
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    n = math.ceil((size - patch) / max(step * patch, 1e-8)) + 1
+    if n == 1:
+        return [0]
+    stride = (size - patch) / (n - 1)
+    return [int(round(stride * i)) for i in range(n)]
+
+
+def iter_windows(shape: Sequence[int], patch_size: Sequence[int], step: float = 0.5) -> Iterator[tuple[slice, ...]]:
+    """Slices ``(z, y, x)`` of every window of ``patch_size`` over an image of ``shape``."""
+    starts = [window_starts(s, p, step) for s, p in zip(shape, patch_size)]
+    for corner in itertools.product(*starts):
+        yield tuple(slice(c, c + p) for c, p in zip(corner, patch_size))
+
+
+def mirror_combinations(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``mirror_axes`` (the empty one first): ``2 ** len(mirror_axes)`` flips."""
+    axes = tuple(mirror_axes)
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def predict_batch(network: torch.nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int] = ()) -> torch.Tensor:
+    """Logits ``(B, K, *patch)`` of ``batch (B, C, *patch)``, averaged over all mirror flips.
+
+    ``mirror_axes`` count spatial axes of the network input (0 = first axis after C).
+    """
+    flips = mirror_combinations(mirror_axes)
+    total = None
+    for flip in flips:
+        dims = [a + 2 for a in flip]
+        x = torch.flip(batch, dims) if dims else batch
+        y = network(x)
+        y = (torch.flip(y, dims) if dims else y).float()
+        total = y if total is None else total + y
+    return total / len(flips) if len(flips) > 1 else total
+
+
+class LogitAccumulator:
+    """Sums importance-weighted window logits into a ``(K, z, y, x)`` buffer.
+
+    ``add`` takes a batch of window logits and their slices; ``result`` divides by the
+    summed weights (every voxel is covered by at least one window, and no weight is 0).
+    """
+
+    def __init__(self, num_classes: int, shape: Sequence[int], importance: torch.Tensor, device):
+        self.device = torch.device(device)
+        self.importance = importance.to(self.device, torch.float32)
+        self.logits = torch.zeros((num_classes, *shape), dtype=torch.float32, device=self.device)
+        self.weights = torch.zeros(tuple(shape), dtype=torch.float32, device=self.device)
+
+    def add(self, logits: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> None:
+        """``logits (B, K, *window)``; ``windows[b]`` the ``(z, y, x)`` slices of window ``b``."""
+        logits = logits.to(self.device, torch.float32, non_blocking=True)
+        for b, window in enumerate(windows):
+            self.logits[(slice(None), *window)] += logits[b] * self.importance
+            self.weights[window] += self.importance
+
+    def result(self) -> torch.Tensor:
+        return self.logits / self.weights
+
+
+def accumulation_bytes(data_shape: Sequence[int], num_classes: int) -> int:
+    """Bytes of the image-sized buffers: the input, the logit sum, the weights, the softmax."""
+    voxels = int(np.prod(data_shape[1:]))
+    return 4 * voxels * (int(data_shape[0]) + 2 * num_classes + 1)
+
+
+def sliding_window_logits(
+    network: torch.nn.Module,
+    data: torch.Tensor | np.ndarray,
+    patch_size: Sequence[int],
+    step: float = 0.5,
+    mirror_axes: Sequence[int] = (),
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    accumulate_device: str | torch.device | None = None,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """Importance-weighted mean logits ``(K, z, y, x)`` of ``network`` over ``data (C, z, y, x)``.
+
+    ``patch_size`` is ``(z, y, x)`` for a 3D network or ``(y, x)`` for a 2D one (then every
+    slice is predicted; ``mirror_axes`` count the network's spatial axes: ``(0, 1)`` for 2D).
+    An image smaller than the patch is zero-padded (centred) and the result cropped back.
+    The result lies on ``accumulate_device`` (default: ``device``).
+    """
+    device = torch.device(device) if device is not None else _device_of(network)
+    accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else device
+    data = torch.as_tensor(data, dtype=torch.float32)
+    if data.ndim != 4:
+        raise ValueError(f"data must be (C, z, y, x), got shape {tuple(data.shape)}")
+    dims = len(patch_size)
+    window = (1, *patch_size) if dims == 2 else tuple(patch_size)
+    if len(window) != 3:
+        raise ValueError(f"patch_size must have 2 or 3 axes, got {patch_size}")
+
+    data, crop = _pad_to_window(data, window)
+    data = data.to(accumulate_device)
+    importance = gaussian_importance_map(window, device=accumulate_device)
+    windows = list(iter_windows(data.shape[1:], window, step))
+    accumulator = None
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            batch = torch.stack([data[(slice(None), *w)] for w in chunk]).to(device, non_blocking=True)
+            if dims == 2:
+                batch = batch[:, :, 0]
+            logits = predict_batch(network, batch, mirror_axes)
+            if dims == 2:
+                logits = logits[:, :, None]
+            if accumulator is None:
+                k = num_classes or logits.shape[1]
+                accumulator = LogitAccumulator(k, data.shape[1:], importance, accumulate_device)
+            accumulator.add(logits, chunk)
+        result = accumulator.result()
+    return result[(slice(None), *crop)]
+
+
+def sliding_window_predict(
+    network: torch.nn.Module,
+    data: torch.Tensor | np.ndarray,
+    patch_size: Sequence[int],
+    step: float = 0.5,
+    mirror_axes: Sequence[int] = (),
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    accumulate_device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities ``(K, z, y, x)`` of :func:`sliding_window_logits`."""
+    logits = sliding_window_logits(
+        network, data, patch_size, step, mirror_axes, batch_size, device, accumulate_device
+    )
+    return torch.softmax(logits, dim=0)
+
+
+def _pad_to_window(data: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad ``(C, z, y, x)`` so each axis is at least the window; the slices undo it."""
+    pads, crop = [], []
+    for size, w in zip(data.shape[1:], window):
+        extra = max(w - size, 0)
+        before = extra // 2
+        pads.append((before, extra - before))
+        crop.append(slice(before, before + size))
+    if any(p != (0, 0) for p in pads):
+        flat = [v for pair in reversed(pads) for v in pair]  # F.pad wants the last axis first
+        data = F.pad(data, flat)
+    return data, tuple(crop)
+
+
+def _device_of(network: torch.nn.Module) -> torch.device:
+    for p in network.parameters():
+        return p.device
+    return torch.device("cpu")
