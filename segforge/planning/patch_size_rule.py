@@ -1,0 +1,112 @@
+"""Patch size (and with it the topology) that fits the memory budget.
+
+Memory budget: ``budget_bytes = ACTIVATION_FRACTION * gpu_memory_gb * 2**30``. The
+estimate :func:`segforge.networks.training_memory_bytes` counts only the activations
+kept for the backward pass (in half precision); the rest of the GPU holds weights,
+optimiser state, cuDNN workspaces, the allocator's slack and the augmentation pipeline.
+With ``ACTIVATION_FRACTION = 0.55`` a 10 GB GPU gives 5.5 GiB: nnU-Net's usual
+128^3 patch with a 6-stage 32->320 U-Net at batch 2 is estimated at 5.0 GiB and fits,
+while a 0.5 GB budget (0.275 GiB) gives a 4-stage network on a 48^3 patch, small enough
+to train on a laptop CPU.
+
+Patch: start from the median image shape at the target spacing (rounded up to the
+divisibility rule), then shrink the axis that is largest relative to that median shape,
+one divisor step at a time (re-deriving the topology after each step), until the
+estimate for ``fit_batch`` samples fits the budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segforge.networks.memory import training_memory_bytes
+from segforge.planning.plans import NetworkTopology
+from segforge.planning.topology_rule import (
+    PATCH_MULTIPLE,
+    describe_topology,
+    fit_topology,
+    patch_divisor,
+    pools_per_axis,
+)
+
+__all__ = ["ACTIVATION_FRACTION", "memory_budget_bytes", "fit_patch_to_memory", "PatchFit"]
+
+ACTIVATION_FRACTION = 0.55
+_GIB = 2**30
+
+
+def memory_budget_bytes(gpu_memory_gb: float) -> int:
+    """Bytes of training activations allowed on a GPU of ``gpu_memory_gb``."""
+    if gpu_memory_gb <= 0:
+        raise ValueError(f"gpu_memory_gb must be positive, got {gpu_memory_gb}")
+    return int(ACTIVATION_FRACTION * gpu_memory_gb * _GIB)
+
+
+class PatchFit:
+    """Result of :func:`fit_patch_to_memory`: ``patch_size``, ``topology``,
+    ``sample_bytes`` (estimate for one sample) and ``why`` texts for both."""
+
+    def __init__(self, patch_size, topology, sample_bytes, patch_why, network_why):
+        self.patch_size: list[int] = patch_size
+        self.topology: NetworkTopology = topology
+        self.sample_bytes: int = sample_bytes
+        self.patch_why: str = patch_why
+        self.network_why: str = network_why
+
+
+def _sample_bytes(topology, patch, in_channels, num_classes) -> int:
+    return training_memory_bytes(topology, patch, 1, in_channels, num_classes)
+
+
+def fit_patch_to_memory(
+    spacing,
+    median_shape,
+    budget_bytes: int,
+    in_channels: int,
+    num_classes: int,
+    fit_batch: int = 2,
+    start_patch=None,
+) -> PatchFit:
+    """Largest patch (by the shrink rule) whose ``fit_batch``-sample estimate fits.
+
+    ``spacing``, ``median_shape`` and ``start_patch`` (default: ``median_shape``) share
+    one axis order, ``(z, y, x)`` or ``(y, x)``.
+    """
+    median = np.maximum(np.asarray(median_shape, dtype=float), 1)
+    start = list(start_patch) if start_patch is not None else [int(v) for v in median_shape]
+    patch, topology = fit_topology(spacing, start)
+    initial = list(patch)
+    steps = 0
+    while fit_batch * _sample_bytes(topology, patch, in_channels, num_classes) > budget_bytes:
+        pools = pools_per_axis(topology)
+        relative = np.asarray(patch, dtype=float) / median
+        shrinkable = [a for a in np.argsort(-relative, kind="stable") if patch[a] > PATCH_MULTIPLE]
+        if not shrinkable:
+            break
+        axis = int(shrinkable[0])
+        smaller = list(patch)
+        smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - patch_divisor(pools[axis]))
+        new_patch, new_topology = fit_topology(spacing, smaller)
+        if new_patch[axis] >= patch[axis]:  # rounding gave the step back: take a bigger one
+            smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - 2 * patch_divisor(pools[axis]))
+            new_patch, new_topology = fit_topology(spacing, smaller)
+        patch, topology = new_patch, new_topology
+        steps += 1
+    sample = _sample_bytes(topology, patch, in_channels, num_classes)
+    need = fit_batch * sample / _GIB
+    budget = budget_bytes / _GIB
+    median_list = [int(v) for v in median_shape]
+    if steps == 0:
+        patch_why = (
+            f"median shape {median_list} rounded up to the divisibility rule -> {patch}; "
+            f"estimate for {fit_batch} samples {need:.2f} GiB fits the budget {budget:.2f} GiB"
+        )
+    else:
+        patch_why = (
+            f"median shape {median_list} -> {initial}, shrunk {steps} step(s) on the axis largest relative to the "
+            f"median shape until the estimate for {fit_batch} samples, {need:.2f} GiB, fits the budget {budget:.2f} GiB"
+        )
+    if fit_batch * sample > budget_bytes:
+        patch_why += f"; smallest patch still over budget ({need:.2f} GiB), kept at the minimum"
+    patch_why += f"; edges multiples of {PATCH_MULTIPLE} and of 2^pools"
+    return PatchFit(patch, topology, sample, patch_why, describe_topology(topology, spacing))

@@ -1,0 +1,180 @@
+"""``plan_experiment``: fingerprint dict -> :class:`Plans` (pure: no I/O).
+
+The rules live in their own modules (``spacing_rule``, ``topology_rule``,
+``patch_size_rule``, ``batch_size_rule``, ``normalization_rule``, ``cascade_rule``); this
+module composes them into the ``2d``, ``3d_fullres`` and, when chosen, ``locator`` +
+``cascade_fullres`` configurations, applies the user's :class:`PlanOverrides`, and picks
+the default configuration. Every field carries its reason in a ``why`` mapping.
+See docs/planning.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from segforge.planning.batch_size_rule import choose_batch_size
+from segforge.planning.cascade_rule import decide_cascade, plan_cascade_fullres, plan_locator
+from segforge.planning.dataset_stats import (
+    median_shape_at_spacing,
+    num_channels,
+    num_classes,
+    summary,
+    total_voxels_at_spacing,
+)
+from segforge.planning.normalization_rule import channel_normalizations
+from segforge.planning.overrides import USER_OVERRIDE, PlanOverrides
+from segforge.planning.patch_size_rule import (
+    ACTIVATION_FRACTION,
+    fit_patch_to_memory,
+    memory_budget_bytes,
+)
+from segforge.planning.plans import Configuration, Plans
+from segforge.planning.spacing_rule import anisotropy, resampling_settings, target_spacing
+from segforge.planning.topology_rule import describe_topology, fit_topology
+from segforge.networks.memory import training_memory_bytes
+
+__all__ = ["plan_experiment", "FIT_BATCH_3D", "FIT_BATCH_2D", "FEW_SLICES"]
+
+FIT_BATCH_3D = 2  # the patch must fit this many samples
+FIT_BATCH_2D = 12
+FEW_SLICES = 16  # fewer slices than the smallest 3D patch edge -> the data are essentially 2D
+
+
+def plan_experiment(
+    fingerprint: dict, gpu_memory_gb: float = 10.0, overrides: PlanOverrides | None = None
+) -> Plans:
+    """Plans for the dataset described by ``fingerprint`` (see docs/architecture.md)."""
+    overrides = overrides or PlanOverrides()
+    budget = memory_budget_bytes(gpu_memory_gb)
+    in_channels, classes = num_channels(fingerprint), num_classes(fingerprint)
+
+    if overrides.spacing is not None:
+        spacing, spacing_why = list(overrides.spacing), USER_OVERRIDE
+    else:
+        spacing, spacing_why = target_spacing(fingerprint)
+    normalization = channel_normalizations(fingerprint)
+    median_spacing = summary(fingerprint)["median_spacing"]
+
+    fullres = _segmentation_configuration(
+        "3d_fullres", fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes,
+        overrides,
+    )
+    flat = _segmentation_configuration(
+        "2d", fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes,
+        overrides,
+    )
+    configurations = {"2d": flat, "3d_fullres": fullres}
+
+    cascade, cascade_why = decide_cascade(fingerprint, fullres)
+    if not cascade and overrides.forces_cascade:
+        cascade_why += f"; planned anyway: default configuration {overrides.default_configuration!r} is a {USER_OVERRIDE}"
+    if cascade or overrides.forces_cascade:
+        locator = plan_locator(fingerprint, fullres, budget, in_channels)
+        segmenter = plan_cascade_fullres(fingerprint, fullres, locator, budget, in_channels, classes)
+        crops_voxels = len(fingerprint.get("cases") or [1]) * math.prod(segmenter.cascade.crop_size)
+        _apply_segmentation_overrides(segmenter, overrides, budget, in_channels, classes, crops_voxels)
+        configurations["locator"] = locator
+        configurations["cascade_fullres"] = segmenter
+
+    default, default_why = _default_configuration(fullres, cascade, overrides)
+    budget_gib = budget / 2**30
+    return Plans(
+        dataset_name=fingerprint["dataset_name"],
+        channel_names=dict(fingerprint["channel_names"]),
+        labels={k: int(v) for k, v in fingerprint["labels"].items()},
+        configurations=configurations,
+        default_configuration=default,
+        gpu_memory_gb=float(gpu_memory_gb),
+        why={
+            "default_configuration": default_why,
+            "cascade": cascade_why,
+            "gpu_memory_gb": (
+                f"activation budget = {ACTIVATION_FRACTION} x {gpu_memory_gb:g} GB = {budget_gib:.2f} GiB "
+                "(estimate of activations kept for backward, half precision)"
+            ),
+        },
+    )
+
+
+def _segmentation_configuration(
+    name, fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes, overrides
+) -> Configuration:
+    """``3d_fullres`` (patch ``(z, y, x)``) or ``2d`` (patch ``(y, x)`` of z-slices)."""
+
+    dims = 2 if name == "2d" else 3
+    median_shape = median_shape_at_spacing(fingerprint, spacing)
+    net_spacing = spacing[-dims:]
+    fit_batch = FIT_BATCH_2D if dims == 2 else FIT_BATCH_3D
+    fit = fit_patch_to_memory(net_spacing, median_shape[-dims:], budget, in_channels, classes, fit_batch)
+    dataset_voxels = total_voxels_at_spacing(fingerprint, spacing)
+    batch, batch_why = choose_batch_size(fit.sample_bytes, budget, fit.patch_size, dataset_voxels, dims)
+    removed = summary(fingerprint).get("median_nonzero_fraction_removed", 0.0)
+    why = {
+        "name": "2d: slices (y, x) of the 3D grid" if dims == 2 else "3d: patches of the whole (cropped) image",
+        "kind": "segmentation",
+        "spacing": spacing_why if dims == 3 else f"the 3D grid the slices are cut from: {spacing_why}",
+        "patch_size": fit.patch_why,
+        "batch_size": batch_why,
+        "network": fit.network_why,
+        "normalization": "per channel, see each entry's why",
+        "resampling": "see resampling.why",
+        "median_shape": f"median shape after cropping to non-zero, at spacing {spacing}",
+        "crop_to_nonzero": f"True: cropping to the non-zero region removes {removed:.0%} of the median image",
+        "data_identifier": f"preprocessed cases in ./{name}",
+    }
+    configuration = Configuration(
+        name=name,
+        kind="segmentation",
+        spacing=list(spacing),
+        patch_size=list(fit.patch_size),
+        batch_size=batch,
+        network=fit.topology,
+        normalization=copy.deepcopy(normalization),
+        resampling=resampling_settings(median_spacing, spacing),
+        median_shape=median_shape,
+        crop_to_nonzero=True,
+        data_identifier=name,
+        why=why,
+    )
+    _apply_segmentation_overrides(configuration, overrides, budget, in_channels, classes, dataset_voxels)
+    return configuration
+
+
+def _apply_segmentation_overrides(
+    configuration: Configuration, overrides: PlanOverrides, budget, in_channels, classes, dataset_voxels
+) -> None:
+    """Patch size and batch size imposed by the user (topology re-derived for the patch)."""
+    dims = configuration.dims
+    if overrides.patch_size is not None and len(overrides.patch_size) == dims:
+        net_spacing = configuration.spacing[-dims:]
+        patch, topology = fit_topology(net_spacing, list(overrides.patch_size), round_up=False)
+        configuration.patch_size = patch
+        configuration.network = topology
+        configuration.why["patch_size"] = USER_OVERRIDE
+        configuration.why["network"] = describe_topology(topology, net_spacing) + f" (for the {USER_OVERRIDE} patch)"
+        if overrides.batch_size is None:
+            sample = training_memory_bytes(topology, patch, 1, in_channels, classes)
+            batch, batch_why = choose_batch_size(sample, budget, patch, dataset_voxels, dims)
+            configuration.batch_size = batch
+            configuration.why["batch_size"] = batch_why + f" (for the {USER_OVERRIDE} patch)"
+    if overrides.batch_size is not None:
+        configuration.batch_size = int(overrides.batch_size)
+        configuration.why["batch_size"] = USER_OVERRIDE
+
+
+def _default_configuration(fullres: Configuration, cascade: bool, overrides: PlanOverrides) -> tuple[str, str]:
+    if overrides.default_configuration is not None:
+        return overrides.default_configuration, USER_OVERRIDE
+    if cascade:
+        return "cascade_fullres", "cascade chosen (see why.cascade): training it trains the locator, then the segmenter"
+    slices = fullres.median_shape[0]
+    ratio = anisotropy(fullres.spacing)
+    coarse_z = int(np.argmax(fullres.spacing)) == 0
+    if slices < FEW_SLICES or (coarse_z and ratio > 6 and slices < 2 * FEW_SLICES):
+        return "2d", (
+            f"median {slices} slices along z at target spacing (anisotropy {ratio:.1f}): essentially 2D data -> 2d"
+        )
+    return "3d_fullres", f"median {slices} slices along z, anisotropy {ratio:.1f}: 3D data, no cascade -> 3d_fullres"
