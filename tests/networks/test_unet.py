@@ -1,6 +1,5 @@
 """Smoke tests over every registered network and every topology variant, plus shape checks."""
 
-import copy
 import itertools
 
 import pytest
@@ -8,35 +7,18 @@ import torch
 
 from segforge.errors import InputError
 from segforge.networks import NETWORKS, build_network, deep_supervision_scales
-from segforge.planning.plans import (ChannelNormalization, Configuration, NetworkTopology,
-                                     ResamplingSettings)
+
+GEOMETRIES = ["2d", "3d_iso", "3d_aniso"]  # see conftest.py
 
 torch.set_num_threads(1)
-
-# name -> (patch, kernel_sizes, strides); features are [4, 8, 16]
-GEOMETRIES = {
-    "2d": ([16, 16], [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]]),
-    "3d_iso": ([8, 8, 8], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]]),
-    "3d_aniso": ([4, 16, 16], [[1, 3, 3], [1, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]]),
-}
-
-
-def make_configuration(geometry="3d_iso", **topology_options) -> Configuration:
-    patch, kernels, strides = copy.deepcopy(GEOMETRIES[geometry])
-    topology = NetworkTopology(features_per_stage=[4, 8, 16], kernel_sizes=kernels, strides=strides,
-                               **topology_options)
-    return Configuration(
-        name="test", kind="segmentation", spacing=[1.0, 1.0, 1.0], patch_size=list(patch), batch_size=2,
-        network=topology, normalization=[ChannelNormalization(scheme="zscore")],
-        resampling=ResamplingSettings(), median_shape=[32, 32, 32],
-    )
 
 
 @pytest.mark.parametrize(
     "name, geometry, block, attention, deep_supervision",
     list(itertools.product(sorted(NETWORKS), GEOMETRIES, ["plain", "residual"], [False, True], [False, True])),
 )
-def test_every_network_trains_and_predicts(name, geometry, block, attention, deep_supervision):
+def test_every_network_trains_and_predicts(name, geometry, block, attention, deep_supervision,
+                                          make_configuration):
     torch.manual_seed(0)
     conf = make_configuration(geometry, block=block, attention_gates=attention, deep_supervision=deep_supervision)
     net = build_network(conf, in_channels=2, num_classes=3, name=name)
@@ -64,26 +46,26 @@ def test_every_network_trains_and_predicts(name, geometry, block, attention, dee
     assert isinstance(out, torch.Tensor) and list(out.shape) == [2, 3, *patch]
 
 
-def test_input_not_divisible_says_what_to_do():
+def test_input_not_divisible_says_what_to_do(make_configuration):
     net = build_network(make_configuration("3d_aniso"), 1, 2)
     with pytest.raises(ValueError, match=r"not divisible by the product of the network's strides \[2, 4, 4\]"):
         net(torch.randn(1, 1, 4, 16, 18))
 
 
-def test_wrong_number_of_axes_is_rejected():
+def test_wrong_number_of_axes_is_rejected(make_configuration):
     net = build_network(make_configuration("2d"), 1, 2)
     with pytest.raises(ValueError, match=r"expected input \(B, C, y, x\)"):
         net(torch.randn(1, 1, 4, 16, 16))
 
 
-def test_topology_with_wrong_axis_count_names_the_field():
+def test_topology_with_wrong_axis_count_names_the_field(make_configuration):
     conf = make_configuration("3d_iso")
     conf.network.kernel_sizes[1] = [3, 3]
     with pytest.raises(ValueError, match=r"kernel_sizes\[1\] must have one value per axis \(3"):
         build_network(conf, 1, 2)
 
 
-def test_first_stride_must_be_ones():
+def test_first_stride_must_be_ones(make_configuration):
     conf = make_configuration("3d_iso")
     conf.network.strides[0] = [1, 2, 2]
     with pytest.raises(ValueError, match=r"strides\[0\] must be all ones"):
@@ -92,19 +74,19 @@ def test_first_stride_must_be_ones():
 
 @pytest.mark.parametrize("field, value, suggestion", [
     ("norm", "instnce", "instance"), ("nonlin", "leakyrelu", "leaky_relu"), ("block", "residul", "residual")])
-def test_unknown_component_names_answer_did_you_mean(field, value, suggestion):
+def test_unknown_component_names_answer_did_you_mean(field, value, suggestion, make_configuration):
     conf = make_configuration("2d", **{field: value})
     with pytest.raises(InputError, match=f"did you mean '{suggestion}'"):
         build_network(conf, 1, 2)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch", "group"])
-def test_every_normalisation_builds(norm):
+def test_every_normalisation_builds(norm, make_configuration):
     net = build_network(make_configuration("2d", norm=norm, deep_supervision=False), 1, 2)
     assert list(net(torch.randn(2, 1, 16, 16)).shape) == [2, 2, 16, 16]
 
 
-def test_channels_last_3d_input_gives_same_result():
+def test_channels_last_3d_input_gives_same_result(make_configuration):
     torch.manual_seed(0)
     net = build_network(make_configuration("3d_aniso", attention_gates=True, block="residual"), 1, 2).eval()
     x = torch.randn(1, 1, 4, 16, 16)
@@ -114,14 +96,14 @@ def test_channels_last_3d_input_gives_same_result():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_deep_supervision_scales_follow_the_strides():
+def test_deep_supervision_scales_follow_the_strides(make_configuration):
     conf = make_configuration("3d_aniso")
     assert deep_supervision_scales(conf.network) == [[1, 1, 1], [1, 2, 2]]
     conf.network.deep_supervision = False
     assert deep_supervision_scales(conf.network) == [[1, 1, 1]]
 
 
-def test_n_conv_per_stage_accepts_one_per_stage_and_checks_length():
+def test_n_conv_per_stage_accepts_one_per_stage_and_checks_length(make_configuration):
     net = build_network(make_configuration("2d", n_conv_per_stage=[1, 2, 3]), 1, 2)
     assert len(net.encoder[2]) == 3
     with pytest.raises(ValueError, match=r"n_conv_per_stage needs one value or one per stage \(3\)"):
