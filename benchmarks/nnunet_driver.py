@@ -1,0 +1,82 @@
+"""Runs inside the separate nnU-Net v2 environment (benchmarks/.venv-nnunet); never imported by segforge.
+
+    python nnunet_driver.py train DATASET FOLD --iters N --val-iters M --max-epochs E --budget-seconds S --device cpu --out result.json
+
+Trains nnU-Net's default trainer on the 3d_fullres plan through its public Python API with a
+chosen number of iterations per epoch, stops after the first epoch that ends past the wall-clock
+budget, writes checkpoint_final like a normal run, and reports the epoch times.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+class _BudgetReached(Exception):
+    pass
+
+
+def train(args) -> None:
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    torch.set_num_threads(max(1, args.threads))
+    trainer = get_trainer_from_args(str(args.dataset), "3d_fullres", args.fold, "nnUNetTrainer", "nnUNetPlans",
+                                    device=torch.device(args.device))
+    trainer.num_iterations_per_epoch = args.iters
+    trainer.num_val_iterations_per_epoch = args.val_iters
+    trainer.num_epochs = args.max_epochs
+    start = time.perf_counter()
+    original_on_epoch_end = trainer.on_epoch_end
+
+    def on_epoch_end():
+        original_on_epoch_end()
+        if time.perf_counter() - start > args.budget_seconds:
+            raise _BudgetReached
+
+    trainer.on_epoch_end = on_epoch_end
+    try:
+        trainer.run_training()
+    except _BudgetReached:
+        trainer.on_train_end()
+    log = trainer.logger.my_fantastic_logging
+    epoch_seconds = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+    result = {
+        "epochs": len(epoch_seconds),
+        "iters_per_epoch": args.iters,
+        "val_iters_per_epoch": args.val_iters,
+        "epoch_seconds": epoch_seconds,
+        "train_wall_seconds": time.perf_counter() - start,
+        "patch_size": list(trainer.configuration_manager.patch_size),
+        "batch_size": int(trainer.configuration_manager.batch_size),
+        "parameters": int(sum(p.numel() for p in trainer.network.parameters())),
+        "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
+        "train_losses": [float(v) for v in log["train_losses"]],
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
+    print("median epoch seconds", float(np.median(epoch_seconds)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("dataset")
+    t.add_argument("fold", type=int)
+    t.add_argument("--iters", type=int, default=250)
+    t.add_argument("--val-iters", type=int, default=50)
+    t.add_argument("--max-epochs", type=int, default=1000)
+    t.add_argument("--budget-seconds", type=float, default=1e9)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", required=True)
+    args = parser.parse_args()
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
