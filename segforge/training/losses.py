@@ -6,7 +6,8 @@
   :func:`~segforge.networks.unet.deep_supervision_scales`.
 * :func:`heatmap_mse_loss`, :func:`heatmap_kl_loss`: the locator's losses.
 
-Shapes: logits ``(B, K, *spatial)``; integer targets ``(B, 1, *spatial)`` or ``(B, *spatial)``.
+Shapes: logits ``(B, K, *spatial)``; integer targets ``(B, 1, *spatial)`` or ``(B, *spatial)``
+with labels in ``[0, K)`` (map padding labels such as -1 to 0 before the loss).
 Losses are computed in float32 even under autocast.
 """
 
@@ -58,8 +59,9 @@ class DiceCELoss(nn.Module):
 
     def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice)."""
-        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
-        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+        probs = torch.softmax(logits.float(), dim=1)
+        onehot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)[:, 1:]
+        probs = probs[:, 1:]
         axes = [0] + list(range(2, logits.ndim)) if self.batch_dice else list(range(2, logits.ndim))
         intersection = (probs * onehot).sum(axes)
         denominator = probs.sum(axes) + onehot.sum(axes)
