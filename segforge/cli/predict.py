@@ -1,12 +1,83 @@
-"""`segforge_predict` (not built yet)."""
+"""`segforge_predict -i IN -o OUT [-d ID | -m MODEL_FOLDER] [-c CONFIG] [-f FOLDS] [-chk final|best|latest]
+[--device D] [--disable-tta] [--step S] [--save-probabilities] [--continue]`.
 
+Exit codes: 0 every case predicted (or skipped), 1 some case failed (each named with its
+reason), 2 bad arguments, input or model.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+import time
+import warnings
 
-from segforge.cli._runner import not_implemented
+from segforge.cli._runner import run_command
+
+PROG = "segforge_predict"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Predict label maps for a folder of images, one image, "
+                                "or folders of DICOM series, onto each input's own grid.")
+    p.add_argument("-i", "--input", required=True, help="folder of images (CASE_0000.nii.gz ...), one image file, "
+                   "a DICOM series folder, or a folder of DICOM series folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (not the input folder)")
+    p.add_argument("-d", "--dataset", default=None, help="dataset id or name under SEGFORGE_RESULTS")
+    p.add_argument("-m", "--model-folder", default=None, help="a model folder <trainer>__<configuration> "
+                   "(with plans.json, fold_K/checkpoint_*.pt)")
+    p.add_argument("-c", "--configuration", default=None, help="configuration (default: the plans' default)")
+    p.add_argument("-tr", "--trainer", default=None, help="trainer name (default: SegmentationTrainer)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: all trained)")
+    p.add_argument("-chk", "--checkpoint", default="final", choices=("final", "best", "latest"))
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring (2^dims times faster)")
+    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
+                   "(default 0.5; larger is faster)")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write CASE_probabilities.npy (K,Z,Y,X float16) and CASE_probabilities.json")
+    p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--prefetch", type=int, default=2, help="cases read and preprocessed ahead (default 2)")
+    return p
 
 
 def main(argv=None) -> int:
-    return not_implemented("segforge_predict")
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from segforge.errors import InputError
+        from segforge.inference.inputs import check_output_folder, discover_cases
+        from segforge.inference.model import ModelFolder, resolve_model_folder
+        from segforge.inference.pipeline import predict_cases
+        from segforge.inference.predictor import create_predictor
+
+        if not 0 < args.step <= 1:
+            raise InputError(f"--step must be in (0, 1], got {args.step}")
+        start = time.perf_counter()
+        folder = resolve_model_folder(args.dataset, args.model_folder, args.configuration, args.trainer)
+        model = ModelFolder.open(folder)
+        cases = discover_cases(args.input, model.plans.num_channels)
+        check_output_folder(args.input, args.output, cases)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint, device=args.device,
+                                         tta=not args.disable_tta, step=args.step)
+        for w in caught:
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
+              f"device {predictor.device} | mirroring {'on' if not args.disable_tta else 'off'} | "
+              f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")
+        reports = predict_cases(predictor, cases, args.output, args.save_probabilities, args.skip_existing,
+                                prefetch=args.prefetch)
+        failed = [r for r in reports if r.status == "failed"]
+        done = sum(r.status == "done" for r in reports)
+        skipped = sum(r.status == "skipped" for r in reports)
+        print(f"{done} predicted, {skipped} skipped, {len(failed)} failed in {time.perf_counter() - start:.1f} s")
+        for r in failed:
+            print(f"{PROG}: failed: {r.name}: {r.reason}", file=sys.stderr)
+        return 1 if failed else 0
+
+    return run_command(PROG, body)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from segforge.errors import DatasetProblems, InputError
 from segforge.evaluation.metrics import class_metrics
 from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_image, split_ending
 
-__all__ = ["METRICS", "evaluate_case", "evaluate_folders", "save_summary", "format_table", "label_files"]
+__all__ = ["METRICS", "evaluate_case", "evaluate_folders", "evaluate_pairs", "save_summary", "format_table", "label_files"]
 
 METRICS = ("dice", "iou", "hd95", "surface_dice")
 
@@ -104,7 +104,27 @@ def evaluate_folders(
     pairs = [(case, references[case], predictions[case]) for case in references if case in predictions]
     missing = sorted(case for case in references if case not in predictions)
     extra = sorted(case for case in predictions if case not in references)
+    summary = evaluate_pairs(pairs, labels, tolerance_mm, num_processes, missing)
+    summary.update(
+        reference_folder=str(Path(reference_folder).absolute()),
+        prediction_folder=str(Path(prediction_folder).absolute()),
+        extra_predictions=extra,
+    )
+    return summary
 
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]],
+    labels: Sequence[int] | None = None,
+    tolerance_mm: float = 1.0,
+    num_processes: int = 1,
+    missing: Sequence[str] = (),
+) -> dict:
+    """Score ``(case, reference_file, prediction_file)`` triples; the summary dict (module docstring).
+
+    ``missing`` names cases without a prediction (listed, not scored). Raises
+    :class:`DatasetProblems` when no case could be scored.
+    """
     results = _run(pairs, labels, tolerance_mm, num_processes)
     cases, mismatches, unreadable = [], [], []
     for (case, ref, pred), result in zip(pairs, results):
@@ -121,24 +141,22 @@ def evaluate_folders(
             c["metrics"].setdefault(str(label), _both_empty())
 
     summary = {
-        "reference_folder": str(Path(reference_folder).absolute()),
-        "prediction_folder": str(Path(prediction_folder).absolute()),
         "labels": all_labels,
         "tolerance_mm": float(tolerance_mm),
         "cases": cases,
         "mean": _means(cases, all_labels),
-        "missing_predictions": missing,
+        "missing_predictions": sorted(missing),
         "geometry_mismatches": mismatches,
         "unreadable": unreadable,
-        "extra_predictions": extra,
+        "extra_predictions": [],
         "why": dict(_WHY),
     }
     summary["foreground_mean"] = _foreground_mean(summary["mean"])
     if not cases:
-        problems = [f"{prediction_folder}: prediction missing for case {c}" for c in missing]
+        problems = [f"case {c}: prediction missing" for c in missing]
         problems += [f"case {m['case']}: prediction grid differs from the reference ({m['difference']})" for m in mismatches]
         problems += [f"{u['file']}: {u['reason']}" for u in unreadable]
-        problems.append(f"nothing could be evaluated ({len(references)} reference cases)")
+        problems.append(f"nothing could be evaluated ({len(pairs) + len(missing)} reference cases)")
         raise DatasetProblems(problems)
     return summary
 

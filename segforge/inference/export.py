@@ -1,0 +1,107 @@
+"""From preprocessed-grid probabilities to files on the input's own grid.
+
+Probabilities ``(K, z, y, x)`` are taken back through the preprocessing's inverse
+(``restore_to_original``: undo resampling and cropping; outside the crop background is 1)
+and only then turned into labels by argmax, so boundaries are placed at original
+resolution. Labels are written with the input's geometry in the input's format.
+
+``--save-probabilities`` writes, next to ``CASE.nii.gz``:
+
+* ``CASE_probabilities.npy``: float16 ``(K, Z, Y, X)``, class ``k`` = label value ``k``,
+  on the original grid (load with ``np.load(path, allow_pickle=False)``);
+* ``CASE_probabilities.json``: the geometry, the label names and the axis order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segforge.io.geometry import Geometry
+from segforge.io.image import write_image
+
+__all__ = [
+    "restore_probabilities",
+    "probabilities_to_labels",
+    "write_prediction",
+    "probability_files",
+]
+
+
+def restore_probabilities(probabilities: torch.Tensor | np.ndarray, properties: dict) -> np.ndarray:
+    """``(K, z, y, x)`` on the preprocessed grid -> float32 ``(K, Z, Y, X)`` on the original grid."""
+    from segforge.preprocessing import restore_to_original
+
+    if isinstance(probabilities, torch.Tensor):
+        probabilities = probabilities.detach().float().cpu().numpy()
+    restored = restore_to_original(np.asarray(probabilities, dtype=np.float32), properties, is_label=False)
+    return np.asarray(restored, dtype=np.float32)
+
+
+def probabilities_to_labels(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Argmax over classes ``(K, Z, Y, X)`` -> ``(Z, Y, X)`` uint8 (uint16 beyond 255 classes)."""
+    if isinstance(probabilities, torch.Tensor):
+        labels = probabilities.argmax(0).cpu().numpy()
+    else:
+        labels = np.argmax(probabilities, axis=0)
+    return labels.astype(np.uint8 if probabilities.shape[0] <= 256 else np.uint16)
+
+
+def probability_files(label_file: str | os.PathLike) -> tuple[Path, Path]:
+    """``(CASE_probabilities.npy, CASE_probabilities.json)`` beside ``CASE<ending>``."""
+    from segforge.io.image import split_ending
+
+    p = Path(label_file)
+    stem, _ = split_ending(p)
+    return p.with_name(f"{stem}_probabilities.npy"), p.with_name(f"{stem}_probabilities.json")
+
+
+def write_prediction(
+    labels: np.ndarray,
+    geometry: Geometry,
+    path: str | os.PathLike,
+    probabilities: np.ndarray | None = None,
+    label_names: dict[str, int] | None = None,
+) -> None:
+    """Write ``labels (Z, Y, X)`` on ``geometry`` to ``path``; probabilities beside it when given.
+
+    The probability files are written before the label file, so a label file on disk means
+    the case is complete (what ``--continue`` looks for).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if probabilities is not None:
+        npy, meta = probability_files(path)
+        if probabilities.shape[1:] != tuple(geometry.shape):
+            raise ValueError(f"probabilities {probabilities.shape} do not fit the grid {geometry.shape}")
+        _atomic_npy(npy, probabilities.astype(np.float16))
+        info = {
+            "axes": "(K, z, y, x): class k = label value k; float16; geometry as in segforge.io.Geometry",
+            "labels": label_names or {},
+            "geometry": geometry.to_dict(),
+            "shape": list(probabilities.shape),
+        }
+        _atomic_text(meta, json.dumps(info, indent=2) + "\n")
+    write_image(labels, geometry, path)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""Finding a trained model folder and loading its checkpoints safely.
+
+A model folder is ``segforge_results/DatasetNNN_Name/<trainer>__<configuration>/`` holding
+``plans.json``, ``dataset.json`` and ``fold_K/checkpoint_{final,best,latest}.pt``. It may
+come from anywhere: checkpoints load with ``torch.load(weights_only=True)`` (tensors and
+plain values only) and networks are built from the registry by name, so nothing in the
+folder can make segforge run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segforge import paths
+from segforge.errors import InputError
+from segforge.planning.plans import Configuration, Plans
+
+__all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "CHECKPOINT_NAMES"]
+
+CHECKPOINT_NAMES = ("final", "best", "latest")
+DEFAULT_TRAINER = "SegmentationTrainer"
+
+
+@dataclass
+class ModelFolder:
+    """A trained model folder: its plans, configuration and the folds that have checkpoints."""
+
+    path: Path
+    plans: Plans
+    configuration: Configuration
+    trainer: str
+    dataset_json: dict
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "ModelFolder":
+        path = Path(folder).expanduser().absolute()
+        if not path.is_dir():
+            raise InputError("model folder not found", path)
+        plans = Plans.load(path / "plans.json")
+        trainer, sep, config_name = path.name.partition("__")
+        if not sep:
+            raise InputError("model folder name must be <trainer>__<configuration>, e.g. "
+                             "SegmentationTrainer__3d_fullres", path)
+        configuration = plans.configuration(config_name)
+        dataset_json = {}
+        if (path / "dataset.json").is_file():
+            try:
+                dataset_json = json.loads((path / "dataset.json").read_text())
+            except json.JSONDecodeError as exc:
+                raise InputError(f"dataset.json is not valid JSON ({exc})", path / "dataset.json") from None
+        return cls(path, plans, configuration, trainer, dataset_json)
+
+    def available_folds(self) -> list[str]:
+        """Fold names (``"0"``, ``"all"``...) with at least one checkpoint, numbers first."""
+        folds = [p.name[len("fold_"):] for p in self.path.glob("fold_*")
+                 if p.is_dir() and any((p / f"checkpoint_{c}.pt").is_file() for c in CHECKPOINT_NAMES)]
+        return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+    def checkpoint_file(self, fold: str | int, checkpoint: str = "final") -> Path:
+        """``fold_K/checkpoint_<checkpoint>.pt``; ``final`` falls back to ``latest`` with a warning."""
+        if checkpoint not in CHECKPOINT_NAMES:
+            raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+        fold_dir = self.path / f"fold_{fold}"
+        wanted = fold_dir / f"checkpoint_{checkpoint}.pt"
+        if wanted.is_file():
+            return wanted
+        latest = fold_dir / "checkpoint_latest.pt"
+        if checkpoint == "final" and latest.is_file():
+            warnings.warn(f"{wanted} not found (training not finished?); using {latest.name}", stacklevel=2)
+            return latest
+        available = ", ".join(self.available_folds()) or "none"
+        raise InputError(f"no checkpoint_{checkpoint}.pt for fold {fold} (folds with checkpoints: {available})",
+                         fold_dir)
+
+    def resolve_folds(self, folds=None) -> list[str]:
+        """``folds`` as strings, or every fold with a checkpoint when None."""
+        if folds is None or len(folds) == 0:
+            found = self.available_folds()
+            if not found:
+                raise InputError("model folder holds no fold_K/checkpoint_*.pt; train first", self.path)
+            numbered = [f for f in found if f.isdigit()]
+            return numbered or found  # fold "all" only when no cross-validation fold exists
+        return [str(f) for f in folds]
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint dict loaded on the CPU without unpickling code (``weights_only=True``)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or one holding objects weights_only refuses
+        raise InputError(f"cannot load checkpoint ({str(exc).splitlines()[0][:200]})", path) from None
+    if not isinstance(checkpoint, dict) or "network_state" not in checkpoint:
+        raise InputError("not a segforge checkpoint (no network_state)", path)
+    return checkpoint
+
+
+def resolve_model_folder(
+    dataset: str | int | None = None,
+    model_folder: str | os.PathLike | None = None,
+    configuration: str | None = None,
+    trainer: str | None = None,
+) -> Path:
+    """The model folder from ``-m`` (taken as is) or from ``-d`` under ``segforge_results``.
+
+    Without either, the results folder must hold exactly one trained dataset. The
+    configuration defaults to the plans' ``default``; the trainer to ``SegmentationTrainer``
+    (or the only trainer trained for that configuration).
+    """
+    if model_folder is not None:
+        path = Path(model_folder).expanduser().absolute()
+        if (path / "plans.json").is_file():
+            return path
+        if path.is_dir() and _model_folders(path):
+            return _pick_in_dataset(path, configuration, trainer)
+        raise InputError("not a model folder (expected plans.json and fold_K/checkpoint_*.pt)", path)
+    if dataset is not None:
+        return _pick_in_dataset(paths.results_dataset_dir(dataset), configuration, trainer)
+    root = paths.results_root()
+    trained = sorted(p for p in root.glob("Dataset*") if p.is_dir() and _model_folders(p)) if root.is_dir() else []
+    if len(trained) != 1:
+        found = ", ".join(p.name for p in trained) or "none"
+        raise InputError(f"name the model with -d DATASET or -m MODEL_FOLDER (trained datasets in {root}: {found})")
+    return _pick_in_dataset(trained[0], configuration, trainer)
+
+
+def _model_folders(dataset_dir: Path) -> list[Path]:
+    return sorted(p for p in dataset_dir.iterdir() if p.is_dir() and "__" in p.name and (p / "plans.json").is_file())
+
+
+def _pick_in_dataset(dataset_dir: Path, configuration: str | None, trainer: str | None) -> Path:
+    if not dataset_dir.is_dir():
+        raise InputError("no trained model for this dataset (train it with segforge_train)", dataset_dir)
+    folders = _model_folders(dataset_dir)
+    if not folders:
+        raise InputError("no model folder (<trainer>__<configuration> with plans.json) here; train first", dataset_dir)
+    if configuration is None:
+        configuration = Plans.load(folders[0] / "plans.json").default_configuration
+    matching = [p for p in folders if p.name.partition("__")[2] == configuration]
+    if trainer is not None:
+        matching = [p for p in matching if p.name.partition("__")[0] == trainer]
+    elif len(matching) > 1:
+        matching = [p for p in matching if p.name.partition("__")[0] == DEFAULT_TRAINER] or matching[:1]
+    if not matching:
+        have = ", ".join(p.name for p in folders)
+        raise InputError(f"no model folder for configuration {configuration!r}"
+                         f"{'' if trainer is None else f' and trainer {trainer!r}'} (have: {have})", dataset_dir)
+    return matching[0]

@@ -1,0 +1,174 @@
+"""The predictor: a trained model folder applied to one image.
+
+``Predictor.predict_case(image, geometry)`` runs the three steps
+
+1. ``preprocess``: the same crop / resample / normalise as training (``preprocess_case``);
+2. ``predict_preprocessed``: sliding window with mirroring, softmax, mean over folds;
+3. ``restore``: back onto the input's grid, then argmax.
+
+Step 2 is the seam for the cascade: ``segforge/cascade/predictor.py`` may define a
+``CascadePredictor(Predictor)`` that overrides ``predict_preprocessed`` with
+locate -> crop -> segment -> paste; :func:`create_predictor` picks it for configurations
+with ``cascade`` settings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from segforge.errors import InputError
+from segforge.inference.export import probabilities_to_labels, restore_probabilities
+from segforge.inference.model import ModelFolder, load_checkpoint
+from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
+from segforge.io.geometry import Geometry
+
+__all__ = ["Predictor", "create_predictor", "pick_device"]
+
+# windows per forward pass: (2D, 3D) on a GPU and on a CPU
+_WINDOW_BATCH = {"cuda": (32, 4), "cpu": (8, 1)}
+# share of the free GPU memory the image-sized buffers may take before they move to the CPU
+_DEVICE_MEMORY_SHARE = 0.6
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else CUDA when available, else the CPU (using all its cores)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    return device
+
+
+class Predictor:
+    """A model folder's networks (one per fold) ready to predict.
+
+    ``folds`` None: every fold with a checkpoint. ``checkpoint``: ``final`` (falls back to
+    ``latest`` with a warning), ``best`` or ``latest``. ``tta``: mirror over all spatial axes.
+    """
+
+    def __init__(
+        self,
+        model_folder,
+        folds: Sequence[str | int] | None = None,
+        checkpoint: str = "final",
+        device: str | torch.device | None = None,
+        tta: bool = True,
+        step: float = 0.5,
+        window_batch: int | None = None,
+    ):
+        self.model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
+        self.plans = self.model.plans
+        self.configuration = self.model.configuration
+        self.device = pick_device(device)
+        self.folds = self.model.resolve_folds(folds)
+        self.checkpoint = checkpoint
+        self.tta = tta
+        self.step = step
+        self.num_classes = self.plans.num_classes
+        self.mirror_axes = tuple(range(self.configuration.dims)) if tta else ()
+        batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
+        self.window_batch = window_batch or (batches[0] if self.configuration.dims == 2 else batches[1])
+        self.networks = [self._load_network(fold) for fold in self.folds]
+
+    # ------------------------------------------------------------------ loading
+    def _load_network(self, fold: str) -> torch.nn.Module:
+        from segforge.networks import build_network
+
+        path = self.model.checkpoint_file(fold, self.checkpoint)
+        checkpoint = load_checkpoint(path)
+        trained_for = checkpoint.get("configuration")
+        if trained_for is not None and trained_for != self.configuration.name:
+            raise InputError(f"checkpoint was trained for configuration {trained_for!r}, the folder is for "
+                             f"{self.configuration.name!r}", path)
+        network = build_network(self.configuration, self.plans.num_channels, self.num_classes)
+        try:
+            network.load_state_dict(checkpoint["network_state"])
+        except RuntimeError as exc:
+            raise InputError(f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path) from None
+        return network.to(self.device).eval()
+
+    # ------------------------------------------------------------------ steps
+    def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict]:
+        """``image (C, Z, Y, X)`` -> ``(data (C, z, y, x) float32, properties)`` as in training."""
+        from segforge.preprocessing import preprocess_case
+
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4 or image.shape[0] != self.plans.num_channels:
+            raise InputError(f"image has shape {image.shape}; the model takes (C={self.plans.num_channels}, Z, Y, X)")
+        data, _, properties = preprocess_case(image, geometry, self.configuration)
+        return data, properties
+
+    def predict_preprocessed(self, data: np.ndarray | torch.Tensor, properties: dict) -> torch.Tensor:
+        """Softmax probabilities ``(K, z, y, x)`` on the preprocessed grid, mean over folds.
+
+        The image-sized buffers stay on the GPU when the estimate fits (else, or on an
+        out-of-memory error, they move to CPU memory and only windows travel).
+        """
+        data = torch.as_tensor(np.asarray(data, dtype=np.float32))
+        accumulate = self._accumulation_device(tuple(data.shape))
+        try:
+            return self._fold_mean(data, accumulate)
+        except torch.OutOfMemoryError:
+            if accumulate.type == "cpu":
+                raise
+            torch.cuda.empty_cache()
+            return self._fold_mean(data, torch.device("cpu"))
+
+    def restore(self, probabilities: torch.Tensor, properties: dict, keep_probabilities: bool = False):
+        """``(labels (Z, Y, X), probabilities (K, Z, Y, X) | None)`` on the original grid."""
+        restored = restore_probabilities(probabilities, properties)
+        labels = probabilities_to_labels(restored)
+        return labels, (restored if keep_probabilities else None)
+
+    def predict_case(self, image: np.ndarray, geometry: Geometry, return_probabilities: bool = False):
+        """``image (C, Z, Y, X)`` (or ``(Z, Y, X)``) -> ``(labels (Z, Y, X), probabilities | None)``."""
+        data, properties = self.preprocess(image, geometry)
+        probabilities = self.predict_preprocessed(data, properties)
+        return self.restore(probabilities, properties, return_probabilities)
+
+    # ------------------------------------------------------------------ helpers
+    def _fold_mean(self, data: torch.Tensor, accumulate: torch.device) -> torch.Tensor:
+        patch = self.configuration.patch_size
+        data = data.to(accumulate)
+        total = None
+        for network in self.networks:
+            logits = sliding_window_logits(
+                network, data, patch, self.step, self.mirror_axes, self.window_batch,
+                device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
+            )
+            probabilities = torch.softmax(logits, dim=0)
+            del logits
+            total = probabilities if total is None else total.add_(probabilities)
+        return total / len(self.networks) if len(self.networks) > 1 else total
+
+    def _accumulation_device(self, data_shape: tuple[int, ...]) -> torch.device:
+        if self.device.type != "cuda":
+            return self.device
+        needed = accumulation_bytes(data_shape, self.num_classes) + 4 * self.num_classes * int(np.prod(data_shape[1:]))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.device if needed < _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
+
+
+def create_predictor(model_folder, **kwargs) -> Predictor:
+    """A :class:`Predictor`, or the cascade's predictor for a configuration with ``cascade`` settings."""
+    model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
+    if model.configuration.cascade is None:
+        return Predictor(model, **kwargs)
+    try:
+        from segforge.cascade.predictor import CascadePredictor
+    except ImportError:
+        raise InputError(f"configuration {model.configuration.name!r} is a cascade, and cascade prediction is not "
+                         "available in this installation", model.path) from None
+    return CascadePredictor(model, **kwargs)

@@ -1,0 +1,81 @@
+"""Fold validation: the fold's validation cases predicted from their raw files and scored.
+
+``validate_fold`` reads the fold's validation cases from ``splits.json`` (in the
+preprocessed dataset folder), predicts each from its RAW image files with the real
+predictor (same path as ``segforge_predict``: preprocessing, sliding window, mirroring,
+export onto the raw grid), writes the label files to ``fold_K/validation/`` and scores them
+against ``labelsTr`` into ``fold_K/validation/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+from segforge import paths
+from segforge.errors import InputError
+from segforge.evaluation.evaluate import evaluate_pairs, save_summary
+from segforge.inference.inputs import InputCase, output_file
+from segforge.inference.model import ModelFolder
+from segforge.inference.pipeline import predict_cases
+from segforge.inference.predictor import create_predictor
+from segforge.io.dataset import RawDataset
+
+__all__ = ["validate_fold"]
+
+
+def validate_fold(
+    model_folder: str | os.PathLike,
+    fold: str | int,
+    device: str | None = None,
+    checkpoint: str = "final",
+    tta: bool = True,
+    tolerance_mm: float = 1.0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Predict and score fold ``fold``'s validation cases; returns the summary (see
+    :mod:`segforge.evaluation.evaluate`) with ``fold``, ``checkpoint`` and ``model_folder`` added."""
+    from segforge.data.splits import SPLITS_FILE, fold_cases
+
+    model = ModelFolder.open(model_folder)
+    dataset = model.plans.dataset_name
+    splits_file = paths.preprocessed_dataset_dir(dataset) / SPLITS_FILE
+    if not splits_file.is_file():
+        raise InputError("splits.json not found (it is written when training starts)", splits_file)
+    try:
+        splits = json.loads(splits_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"splits file is not valid JSON ({exc})", splits_file) from None
+    raw = RawDataset.open(dataset)
+    raw_cases = {c.name: c for c in raw.training_cases()}
+    _, val = fold_cases(splits, fold, sorted(raw_cases))
+    missing = [name for name in val if name not in raw_cases]
+    if missing:
+        raise InputError(f"validation cases missing from the raw dataset: {', '.join(missing)}", raw.root)
+    cases = [InputCase(name, list(raw_cases[name].image_files), raw.file_ending) for name in val]
+
+    out = model.path / f"fold_{fold}" / "validation"
+    predictor = create_predictor(model, folds=[str(fold)], checkpoint=checkpoint, device=device, tta=tta)
+    reports = predict_cases(predictor, cases, out, log=log)
+    predicted = {r.name for r in reports if r.status == "done"}
+    pairs, not_predicted = [], []
+    for case in cases:
+        label_file = raw_cases[case.name].label_file
+        if label_file is None:
+            continue
+        if case.name in predicted:
+            pairs.append((case.name, label_file, output_file(case, out)))
+        else:
+            not_predicted.append(case.name)
+    if not pairs:
+        raise InputError(f"no validation case of fold {fold} could be predicted and scored", out)
+    labels = sorted(v for v in model.plans.labels.values() if v != 0)
+    summary = evaluate_pairs(pairs, labels, tolerance_mm, missing=not_predicted)
+    summary.update(fold=str(fold), checkpoint=checkpoint, model_folder=str(model.path),
+                   prediction_folder=str(out), reference_folder=str(raw.root / "labelsTr"))
+    save_summary(summary, out / "summary.json")
+    fg = summary["foreground_mean"]
+    log(f"fold {fold} validation: {len(summary['cases'])} cases, mean foreground Dice {fg['dice']:.4f}, "
+        f"HD95 {fg['hd95']:.2f} mm -> {out / 'summary.json'}")
+    return summary
