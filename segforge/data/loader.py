@@ -1,0 +1,128 @@
+"""Batch streams for training and validation, optionally in background worker processes.
+
+``make_loader`` wraps a batch source in batchgenerators' ``MultiThreadedAugmenter`` (it
+starts worker *processes*; batches come back in a fixed round-robin order, so a seeded
+stream is reproducible) or, with ``num_workers=0``, runs everything in this process.
+Every item is ``{"data": (B, C, *patch) float32 tensor, "target": (B, 1, *patch) int16
+tensor, "keys": [case, ...]}``.
+
+Training batches draw from the process-global ``np.random`` (seeded per worker); validation
+batch ``i`` is a pure function of ``(seed, i mod num_batches)``, so every epoch validates
+on the same patches however many workers there are.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+from segforge.data.patch_sampler import PatchSampler
+
+__all__ = [
+    "TrainingBatches",
+    "ValidationBatches",
+    "default_num_workers",
+    "worker_seeds",
+    "BatchLoader",
+    "make_loader",
+    "close_loader",
+]
+
+
+class TrainingBatches:
+    """Endless random batches from a :class:`PatchSampler` (batchgenerators data-loader protocol)."""
+
+    def __init__(self, sampler: PatchSampler):
+        self.sampler = sampler
+        self.thread_id = 0
+
+    def set_thread_id(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.sampler.sample_batch(np.random)
+
+
+class ValidationBatches:
+    """The same ``num_batches`` batches over and over; batch ``i`` drawn with ``RandomState(seed + i)``.
+
+    In worker ``k`` of ``num_workers`` it yields batches ``k, k + num_workers, ...`` (mod
+    ``num_batches``), which the round-robin collection puts back in order ``0, 1, 2, ...``.
+    """
+
+    def __init__(self, sampler: PatchSampler, num_batches: int, seed: int, num_workers: int = 1):
+        self.sampler = sampler
+        self.num_batches = max(1, int(num_batches))
+        self.seed = int(seed)
+        self.step = max(1, int(num_workers))
+        self.next_index = 0
+
+    def set_thread_id(self, thread_id: int) -> None:
+        self.next_index = thread_id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        i = self.next_index % self.num_batches
+        self.next_index += self.step
+        return self.sampler.sample_batch(np.random.RandomState((self.seed + i) % 2**32))
+
+
+def default_num_workers() -> int:
+    """One fewer than the CPU count (the main process feeds the network), between 1 and 12."""
+    return int(min(12, max(1, (os.cpu_count() or 2) - 1)))
+
+
+def worker_seeds(seed: int, start_epoch: int, num_workers: int, stream: int = 0) -> list[int]:
+    """Distinct worker seeds for a run starting at ``start_epoch`` (a resumed run gets fresh streams)."""
+    ss = np.random.SeedSequence([int(seed), int(start_epoch), int(stream)])
+    return [int(s) for s in ss.generate_state(max(1, num_workers))]
+
+
+class BatchLoader:
+    """Iterates transformed batches as tensors; ``close()`` stops the worker processes.
+
+    Workers send numpy arrays (plain bytes through the queue); the tensors are made here,
+    in page-locked memory when ``pin_memory`` (for ``non_blocking`` copies to the GPU).
+    """
+
+    def __init__(self, augmenter, pin_memory: bool = False):
+        self.augmenter = augmenter
+        self.pin_memory = pin_memory
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self.augmenter)
+        for key in ("data", "target"):
+            t = torch.from_numpy(batch[key])
+            batch[key] = t.pin_memory() if self.pin_memory else t
+        return batch
+
+    def close(self) -> None:
+        if isinstance(self.augmenter, MultiThreadedAugmenter):
+            self.augmenter._finish()
+
+
+def make_loader(batches, transform, num_workers: int, seeds: list[int] | None = None,
+                pin_memory: bool = False) -> BatchLoader:
+    """Transformed batches as tensors; made in worker processes when ``num_workers > 0``."""
+    if num_workers <= 0:
+        return BatchLoader(SingleThreadedAugmenter(batches, transform), pin_memory)
+    augmenter = MultiThreadedAugmenter(batches, transform, num_processes=num_workers, num_cached_per_queue=3,
+                                       seeds=seeds, pin_memory=False, wait_time=0.002)
+    return BatchLoader(augmenter, pin_memory)
+
+
+def close_loader(loader: BatchLoader) -> None:
+    """Stop a loader's worker processes (nothing to do for the in-process one)."""
+    loader.close()
