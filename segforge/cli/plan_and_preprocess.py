@@ -1,12 +1,77 @@
-"""`segforge_plan_and_preprocess` (not built yet)."""
+"""`segforge_plan_and_preprocess -d ID [-np N] [--gpu-memory-gb G] [-c CONFIG ...] [--plan-only] [--verify]
+[--spacing Z Y X] [--patch-size Z Y X] [--batch-size B] [--default-configuration NAME]`.
 
+Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
+configuration (with what it needs: the cascade's locator). The steps are
+:func:`segforge.planning.experiment.plan_and_preprocess`. Exit code 2 with one line per
+problem when the dataset or an argument is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
 import sys
 
-from segforge.cli._runner import not_implemented
+from segforge.cli._runner import run_command
+
+PROG = "segforge_plan_and_preprocess"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fingerprint a raw dataset, plan its configurations (plans.json) and preprocess them.",
+    )
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (901) or name (Dataset901_Name)")
+    parser.add_argument("-np", "--num-processes", type=int, default=min(8, os.cpu_count() or 1),
+                        help="cases processed in parallel (default: CPU cores, at most 8)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=10.0,
+                        help="GPU memory the plan is sized for (default 10; e.g. 0.5 for a small CPU-trainable network)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None, metavar="CONFIG",
+                        help="configurations to preprocess (default: the plan's default and what it needs)")
+    parser.add_argument("--plan-only", action="store_true", help="stop after writing plans.json")
+    parser.add_argument("--verify", action="store_true", help="only verify the raw dataset")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="target spacing in mm (overrides the planner)")
+    parser.add_argument("--patch-size", type=int, nargs="+", metavar="EDGE", default=None,
+                        help="patch size Z Y X for the 3D configurations (or Y X for 2d), multiples of 16")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size of the segmentation configurations")
+    parser.add_argument("--default-configuration", default=None, metavar="NAME",
+                        help="configuration `segforge_train ID FOLD` trains (2d, 3d_fullres, cascade_fullres)")
+    return parser
 
 
 def main(argv=None) -> int:
-    return not_implemented("segforge_plan_and_preprocess")
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from segforge.errors import InputError
+        from segforge.planning.experiment import plan_and_preprocess
+        from segforge.planning.overrides import PlanOverrides
+
+        if args.num_processes < 1:
+            raise InputError(f"-np must be at least 1, got {args.num_processes}")
+        if args.gpu_memory_gb <= 0:
+            raise InputError(f"--gpu-memory-gb must be positive, got {args.gpu_memory_gb}")
+        overrides = PlanOverrides(
+            spacing=tuple(args.spacing) if args.spacing else None,
+            patch_size=tuple(args.patch_size) if args.patch_size else None,
+            batch_size=args.batch_size,
+            default_configuration=args.default_configuration,
+        )
+        plan_and_preprocess(
+            args.dataset,
+            num_processes=args.num_processes,
+            gpu_memory_gb=args.gpu_memory_gb,
+            configurations=args.configurations,
+            overrides=overrides,
+            verify_only=args.verify,
+            plan_only=args.plan_only,
+        )
+        return 0
+
+    return run_command(PROG, body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""Verify -> fingerprint -> plan -> preprocess, as numbered, resumable steps.
+
+What ``segforge_plan_and_preprocess`` runs. Everything lands in
+``segforge_preprocessed/DatasetNNN_Name/``:
+
+* ``fingerprint.json`` (step 2) and ``raw_signature.json``: a cheap signature of the raw
+  dataset (every file's relative path, size and modification time). When the signature
+  is unchanged, verification (step 1) and fingerprint extraction (step 2) are skipped;
+  any change to the raw files re-does both.
+* ``plans.json`` and a copy of ``dataset.json`` (step 3). Planning is cheap and
+  deterministic, so it always runs (with this run's memory budget and overrides).
+* ``<data_identifier>/`` per configuration (step 4), by
+  :func:`segforge.preprocessing.preprocess_dataset`, which skips finished cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from segforge import paths
+from segforge.errors import DatasetProblems, InputError
+from segforge.io.dataset import RawDataset
+from segforge.planning.overrides import PlanOverrides
+from segforge.planning.planner import plan_experiment
+from segforge.planning.plans import Plans
+
+__all__ = [
+    "plan_and_preprocess",
+    "raw_signature",
+    "configurations_to_preprocess",
+    "FINGERPRINT_FILE",
+    "SIGNATURE_FILE",
+    "PLANS_FILE",
+]
+
+FINGERPRINT_FILE = "fingerprint.json"
+SIGNATURE_FILE = "raw_signature.json"
+PLANS_FILE = "plans.json"
+
+
+def raw_signature(root: Path) -> str:
+    """Hash of every file's relative path, size and mtime under ``root`` (no file is read)."""
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            st = path.stat()
+            entries.append(f"{path.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def configurations_to_preprocess(plans: Plans, requested: list[str] | None = None) -> list[str]:
+    """``requested`` (default: the plan's default) plus what they need, dependencies first.
+
+    A cascade segmenter needs its locator's configuration.
+    """
+    names = list(requested) if requested else [plans.default_configuration]
+    ordered: list[str] = []
+    for name in names:
+        configuration = plans.configuration(name)  # InputError naming the planned ones
+        if configuration.cascade is not None:
+            dependency = configuration.cascade.locator_configuration
+            if dependency not in ordered:
+                ordered.append(dependency)
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
+
+
+def plan_and_preprocess(
+    dataset: str | int,
+    num_processes: int = 2,
+    gpu_memory_gb: float = 10.0,
+    configurations: list[str] | None = None,
+    overrides: PlanOverrides | None = None,
+    verify_only: bool = False,
+    plan_only: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Plans | None:
+    """Run the steps for ``dataset`` (id, name or raw folder); returns the plans (None
+    with ``verify_only``). Raises :class:`DatasetProblems` when verification finds any."""
+    ds = RawDataset.open(dataset)
+    out = paths.preprocessed_root() / ds.name
+    signature = raw_signature(ds.root)
+    state = _read_state(out / SIGNATURE_FILE)
+    same_raw = state.get("raw_signature") == signature
+
+    # 1. verify the raw dataset
+    if verify_only or not (same_raw and state.get("verified")):
+        log(f"[1/4] verifying {ds.root}")
+        problems = _verify(ds, num_processes, progress)
+        if problems:
+            raise DatasetProblems(problems)
+        state = {**(state if same_raw else {}), "raw_signature": signature, "verified": True}
+        _write_json(out / SIGNATURE_FILE, state)
+    else:
+        log("[1/4] raw dataset unchanged since its last verification: skipped")
+    if verify_only:
+        log(f"{ds.name}: no problems found")
+        return None
+
+    # 2. fingerprint
+    fingerprint_path = out / FINGERPRINT_FILE
+    fingerprint = None
+    if state.get("fingerprint_sha256") and fingerprint_path.is_file():
+        text = fingerprint_path.read_bytes()
+        if hashlib.sha256(text).hexdigest() == state["fingerprint_sha256"]:
+            fingerprint = json.loads(text)
+            log(f"[2/4] fingerprint of the unchanged raw dataset reused: {fingerprint_path}")
+    if fingerprint is None:
+        log(f"[2/4] extracting the fingerprint ({num_processes} processes)")
+        fingerprint = _extract_fingerprint(ds, num_processes)
+        _write_json(fingerprint_path, fingerprint)
+        state["fingerprint_sha256"] = hashlib.sha256(fingerprint_path.read_bytes()).hexdigest()
+        _write_json(out / SIGNATURE_FILE, state)
+
+    # 3. plan
+    plans = plan_experiment(fingerprint, gpu_memory_gb=gpu_memory_gb, overrides=overrides)
+    plans.save(out / PLANS_FILE)
+    _copy_atomic(ds.root / "dataset.json", out / "dataset.json")
+    summary = ", ".join(
+        f"{n} {'x'.join(map(str, c.patch_size))} @ {c.spacing} batch {c.batch_size}"
+        for n, c in plans.configurations.items()
+    )
+    log(f"[3/4] planned {summary}; default {plans.default_configuration} -> {out / PLANS_FILE}")
+    if plan_only:
+        return plans
+
+    # 4. preprocess
+    names = configurations_to_preprocess(plans, configurations)
+    log(f"[4/4] preprocessing {', '.join(names)} ({num_processes} processes)")
+    _preprocess(ds.name, plans, names, num_processes)
+    log(f"done: {out}")
+    return plans
+
+
+def _verify(ds: RawDataset, num_processes: int, progress: bool) -> list[str]:
+    from segforge.io.verify import verify_dataset
+
+    return verify_dataset(ds, num_processes=num_processes, progress=progress)
+
+
+def _extract_fingerprint(ds: RawDataset, num_processes: int) -> dict:
+    from segforge.fingerprint import extract_fingerprint
+
+    return extract_fingerprint(ds, num_processes=num_processes)
+
+
+def _preprocess(dataset_name: str, plans: Plans, names: list[str], num_processes: int) -> None:
+    from segforge.preprocessing import preprocess_dataset
+
+    preprocess_dataset(dataset_name, plans, names, num_processes)
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    if not source.is_file():
+        raise InputError("dataset.json not found", source)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
