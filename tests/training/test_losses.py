@@ -126,3 +126,37 @@ def test_heatmap_kl_is_zero_when_the_softmax_matches_and_grows_with_distance():
 def test_heatmap_losses_reject_shape_mismatch():
     with pytest.raises(ValueError, match="heatmap shapes differ"):
         heatmap_kl_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def test_unet_with_deep_supervised_dice_ce_learns_one_case():
+    """Network + targets + loss fit together: 40 Adam steps segment a noisy ball."""
+    from segforge.networks import build_network
+    from segforge.planning.plans import ChannelNormalization, Configuration, ResamplingSettings
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    topology = NetworkTopology([4, 8, 16], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                               block="residual", attention_gates=True)
+    conf = Configuration(name="t", kind="segmentation", spacing=[1.0] * 3, patch_size=[8, 8, 8], batch_size=1,
+                         network=topology, normalization=[ChannelNormalization("zscore")],
+                         resampling=ResamplingSettings(), median_shape=[8, 8, 8])
+    net = build_network(conf, 1, 2)
+    z, y, x = torch.meshgrid(*[torch.arange(8.0)] * 3, indexing="ij")
+    labels = (((z - 4) ** 2 + (y - 3) ** 2 + (x - 4) ** 2) < 5).long()[None, None]
+    image = 2 * labels.float() + 0.3 * torch.randn(1, 1, 8, 8, 8)
+    loss_fn = DeepSupervisionLoss(DiceCELoss())
+    targets = downsample_target(labels, deep_supervision_scales(topology))
+    optimiser = torch.optim.Adam(net.parameters(), 1e-2)
+    first = None
+    for _ in range(40):
+        optimiser.zero_grad()
+        loss = loss_fn(net(image), targets)
+        loss.backward()
+        optimiser.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < first / 2
+    with torch.no_grad():
+        predicted = net.eval()(image).argmax(1) == 1
+    truth = labels[:, 0] == 1
+    dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+    assert dice > 0.9
