@@ -1,0 +1,25 @@
+"""Preprocessing: crop to non-zero, resample, normalise; the inverse mapping for prediction."""
+
+from segforge.preprocessing.inverse import (
+    original_to_preprocessed_index,
+    preprocessed_geometry,
+    preprocessed_to_original_index,
+    probabilities_to_labels,
+    restore_to_original,
+)
+from segforge.preprocessing.normalization import NORMALIZATION_SCHEMES, normalize_image
+from segforge.preprocessing.resampling import resample_image, resample_label, resample_probabilities, resampled_shape
+
+__all__ = [
+    "NORMALIZATION_SCHEMES",
+    "normalize_image",
+    "original_to_preprocessed_index",
+    "preprocessed_geometry",
+    "preprocessed_to_original_index",
+    "probabilities_to_labels",
+    "resample_image",
+    "resample_label",
+    "resample_probabilities",
+    "resampled_shape",
+    "restore_to_original",
+]
