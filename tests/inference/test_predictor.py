@@ -1,0 +1,92 @@
+"""Predictor and segforge.predict: exact labels through preprocessing and export, folds, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import odd_geometry, tiny_plans, write_case, write_model_folder
+import segforge
+from segforge.errors import InputError
+from segforge.inference.model import ModelFolder, load_checkpoint
+from segforge.inference.predictor import Predictor
+
+
+class Threshold(torch.nn.Module):
+    """Class 1 where the (normalised) input is positive."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), x * 10], dim=1)
+
+
+class Foreground(torch.nn.Module):
+    """Class 1 everywhere the network looks."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])], dim=1)
+
+
+def box_image(shape=(10, 20, 18)):
+    image = np.zeros(shape, np.float32)
+    image[3:7, 5:14, 4:12] = 2.0
+    return image
+
+
+@pytest.mark.parametrize("crop", [False, True], ids=["threshold-whole-image", "foreground-in-nonzero-crop"])
+def test_exact_box_on_the_input_grid(folders, crop):
+    """Whole image: a threshold network finds the box. Cropped to non-zero: the crop is the box,
+    so a network answering "foreground" everywhere gives exactly the box after pasting back."""
+    folder = write_model_folder(folders / "results", tiny_plans(crop=crop))
+    predictor = Predictor(folder, tta=True)
+    predictor.networks = [Foreground() if crop else Threshold()]
+    image, geometry = box_image(), odd_geometry()
+    [result] = segforge.predict([(image, geometry)], predictor=predictor, return_probabilities=True)
+    labels, g = result
+    assert g == geometry
+    np.testing.assert_array_equal(labels, (image > 0).astype(np.uint8))
+    assert result.probabilities.shape == (2, *image.shape)
+
+
+def test_folds_are_averaged(folders):
+    folder = write_model_folder(folders / "results", tiny_plans(), folds=("0", "1"))
+    image, geometry = box_image(), odd_geometry()
+    both = Predictor(folder, tta=False)
+    assert both.folds == ["0", "1"]
+    data, properties = both.preprocess(image[None], geometry)
+    p0 = Predictor(folder, folds=[0], tta=False).predict_preprocessed(data, properties)
+    p1 = Predictor(folder, folds=[1], tta=False).predict_preprocessed(data, properties)
+    torch.testing.assert_close(both.predict_preprocessed(data, properties), (p0 + p1) / 2)
+
+
+def test_predict_api_takes_paths_and_defaults_to_the_only_dataset(folders, model_folder):
+    write_case(folders / "in", "x")
+    write_case(folders / "in", "y")
+    results = segforge.predict(folders / "in", tta=False)
+    assert [r.name for r in results] == ["x", "y"]
+    assert results[0].labels.shape == (10, 20, 18) and results[0].probabilities is None
+
+
+def test_final_falls_back_to_latest_with_a_warning(folders):
+    folder = write_model_folder(folders / "results", tiny_plans(), checkpoint="latest")
+    with pytest.warns(UserWarning, match="checkpoint_final.pt not found"):
+        predictor = Predictor(folder, checkpoint="final", tta=False)
+    assert predictor.folds == ["0"]
+    with pytest.raises(InputError, match="no checkpoint_best.pt for fold 0"):
+        Predictor(folder, checkpoint="best")
+
+
+class NotAllowed:
+    pass
+
+
+def test_checkpoint_with_code_is_refused(folders, model_folder):
+    path = model_folder / "fold_0" / "checkpoint_final.pt"
+    torch.save({"network_state": {}, "evil": NotAllowed()}, path)
+    with pytest.raises(InputError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+
+
+def test_model_folder_lists_folds(folders):
+    folder = write_model_folder(folders / "results", tiny_plans(), folds=("1", "0", "all"))
+    model = ModelFolder.open(folder)
+    assert model.available_folds() == ["0", "1", "all"]
+    assert model.resolve_folds(None) == ["0", "1"]
