@@ -16,14 +16,9 @@ import numpy as np
 
 from segforge.planning.plans import ChannelNormalization
 
-__all__ = ["NORMALIZATION_SCHEMES", "normalize_channel", "normalize_image", "nonzero_mask"]
+__all__ = ["NORMALIZATION_SCHEMES", "normalize_channel", "normalize_image"]
 
 _EPS = 1e-8
-
-
-def nonzero_mask(data: np.ndarray) -> np.ndarray:
-    """``(z, y, x)`` bool: voxels where any channel of ``data (C, z, y, x)`` is non-zero."""
-    return np.any(np.asarray(data) != 0, axis=0)
 
 
 def _ct(x: np.ndarray, settings: ChannelNormalization, mask: np.ndarray | None) -> np.ndarray:
@@ -68,7 +63,8 @@ def normalize_channel(x: np.ndarray, settings: ChannelNormalization, mask: np.nd
     """Normalise one channel ``x (z, y, x)`` float32 **in place** and return it.
 
     ``mask (z, y, x)`` bool is the non-zero region for ``"zscore_nonzero"`` (default:
-    ``x != 0``); the other schemes ignore it.
+    ``x != 0``; preprocessing passes the hole-filled mask of all channels, see
+    :func:`segforge.preprocessing.cropping.nonzero_mask`); the other schemes ignore it.
     """
     scheme = NORMALIZATION_SCHEMES.get(settings.scheme)
     if scheme is None:

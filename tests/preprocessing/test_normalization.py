@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from segforge.planning.plans import ChannelNormalization
-from segforge.preprocessing.normalization import nonzero_mask, normalize_channel, normalize_image
+from segforge.preprocessing.normalization import normalize_channel, normalize_image
 
 
 def test_ct_clips_then_uses_dataset_statistics():
@@ -48,9 +48,3 @@ def test_normalize_image_checks_channel_count_and_scheme():
     with pytest.raises(ValueError, match="unknown normalisation scheme 'minmax'"):
         normalize_image(data[:1], [ChannelNormalization("minmax")])
 
-
-def test_nonzero_mask_is_any_channel():
-    data = np.zeros((2, 1, 1, 3), np.float32)
-    data[0, 0, 0, 0] = 1
-    data[1, 0, 0, 2] = -1
-    np.testing.assert_array_equal(nonzero_mask(data)[0, 0], [True, False, True])
