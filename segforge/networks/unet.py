@@ -120,6 +120,12 @@ class UNet(nn.Module):
                 f"input spatial shape {spatial} is not divisible by the product of the network's strides "
                 f"{self.divisor}; pad or crop each axis to a multiple of it"
             )
+        norm = self.topology.norm
+        if spatial == self.divisor and (norm == "instance" or (norm == "batch" and self.training)):
+            raise ValueError(
+                f"input spatial shape {spatial} leaves a single voxel at the bottleneck, too few for "
+                f"{norm} normalisation; use at least twice {self.divisor} along one axis"
+            )
 
     def forward(self, x: torch.Tensor):
         self.check_input_shape(x.shape)

@@ -52,6 +52,13 @@ def test_input_not_divisible_says_what_to_do(make_configuration):
         net(torch.randn(1, 1, 4, 16, 18))
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_single_voxel_bottleneck_is_refused_with_instance_norm(make_configuration, training):
+    net = build_network(make_configuration("2d", deep_supervision=False), 1, 2).train(training)
+    with pytest.raises(ValueError, match=r"single voxel at the bottleneck.*at least twice \[4, 4\]"):
+        net(torch.randn(1, 1, 4, 4))
+
+
 def test_wrong_number_of_axes_is_rejected(make_configuration):
     net = build_network(make_configuration("2d"), 1, 2)
     with pytest.raises(ValueError, match=r"expected input \(B, C, y, x\)"):
