@@ -99,7 +99,8 @@ class LogitAccumulator:
 
     def add(self, logits: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> None:
         """``logits (B, K, *window)``; ``windows[b]`` the ``(z, y, x)`` slices of window ``b``."""
-        logits = logits.to(self.device, torch.float32, non_blocking=True)
+        # an asynchronous copy is only safe towards the GPU (a GPU->CPU one may be read too early)
+        logits = logits.to(self.device, torch.float32, non_blocking=self.device.type == "cuda")
         for b, window in enumerate(windows):
             self.logits[(slice(None), *window)] += logits[b] * self.importance
             self.weights[window] += self.importance
