@@ -13,7 +13,7 @@ from torch import nn
 
 from segforge.networks.registry import look_up
 
-__all__ = ["NORMS", "NONLINS", "conv_class", "make_norm", "make_nonlin", "ConvNormAct", "PlainStage",
+__all__ = ["NORMS", "NONLINS", "conv_class", "transposed_conv_class", "make_norm", "make_nonlin", "ConvNormAct", "PlainStage",
            "ResidualBlock", "ResidualStage", "STAGES"]
 
 

@@ -48,7 +48,9 @@ def _check_topology(topology: NetworkTopology, dims: int) -> None:
     if topology.n_stages < 2:
         raise ValueError(f"a U-Net needs at least 2 stages, got {topology.n_stages}")
     if any(s != 1 for s in topology.strides[0]):
-        raise ValueError(f"strides[0] must be all ones (the first stage keeps full resolution), got {topology.strides[0]}")
+        raise ValueError(
+            f"strides[0] must be all ones (the first stage keeps full resolution), got {topology.strides[0]}"
+        )
 
 
 def deep_supervision_scales(topology: NetworkTopology) -> list[list[int]]:
@@ -88,7 +90,9 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         channels = in_channels
         for s in range(n):
-            self.encoder.append(stage_class(channels, features[s], kernels[s], strides[s], n_conv[s], dims, norm, nonlin))
+            self.encoder.append(
+                stage_class(channels, features[s], kernels[s], strides[s], n_conv[s], dims, norm, nonlin)
+            )
             channels = features[s]
 
         # decoder, deepest first: decoder step j brings encoder stage s+1 up to stage s = n - 2 - j
@@ -100,8 +104,11 @@ class UNet(nn.Module):
                 transposed_conv_class(dims)(features[s + 1], features[s], tuple(strides[s + 1]),
                                             stride=tuple(strides[s + 1]), bias=False)
             )
-            self.gates.append(AttentionGate(features[s], features[s], dims) if topology.attention_gates else nn.Identity())
-            self.decoder.append(PlainStage(2 * features[s], features[s], kernels[s], [1] * dims, n_conv[s], dims, norm, nonlin))
+            gate = AttentionGate(features[s], features[s], dims) if topology.attention_gates else nn.Identity()
+            self.gates.append(gate)
+            self.decoder.append(
+                PlainStage(2 * features[s], features[s], kernels[s], [1] * dims, n_conv[s], dims, norm, nonlin)
+            )
         # one head per decoder step with deep supervision (the last is full resolution), else only the last
         head_stages = range(n - 2, -1, -1) if self.deep_supervision else [0]
         self.heads = nn.ModuleList([conv_class(dims)(features[s], num_classes, 1, bias=True) for s in head_stages])
@@ -114,7 +121,8 @@ class UNet(nn.Module):
     def check_input_shape(self, shape) -> None:
         spatial = list(shape[2:])
         if len(shape) != self.dims + 2:
-            raise ValueError(f"expected input (B, C, {'z, y, x' if self.dims == 3 else 'y, x'}), got shape {list(shape)}")
+            axes = "z, y, x" if self.dims == 3 else "y, x"
+            raise ValueError(f"expected input (B, C, {axes}), got shape {list(shape)}")
         if any(sz % d for sz, d in zip(spatial, self.divisor)):
             raise ValueError(
                 f"input spatial shape {spatial} is not divisible by the product of the network's strides "

@@ -108,7 +108,9 @@ class DeepSupervisionLoss(nn.Module):
         if isinstance(targets, torch.Tensor):
             targets = [targets]
         if len(targets) < len(outputs):
-            raise ValueError(f"{len(outputs)} outputs but only {len(targets)} targets; build them with downsample_target")
+            raise ValueError(
+                f"{len(outputs)} outputs but only {len(targets)} targets; build them with downsample_target"
+            )
         weights = self.weights if self.weights is not None else deep_supervision_weights(len(outputs))
         if len(weights) != len(outputs):
             raise ValueError(f"{len(outputs)} outputs but {len(weights)} deep supervision weights")
