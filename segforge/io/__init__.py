@@ -11,9 +11,15 @@ from segforge.io.image import (
     split_ending,
     write_image,
 )
+from segforge.io.dataset import RawCase, RawDataset
+from segforge.io.verify import verify_dataset, verify_or_raise
 
 __all__ = [
     "Geometry",
+    "RawCase",
+    "RawDataset",
+    "verify_dataset",
+    "verify_or_raise",
     "IMAGE_ENDINGS",
     "is_dicom_folder",
     "is_image_file",

@@ -26,7 +26,7 @@ from segforge.errors import DatasetProblems, InputError
 from segforge.io.dataset import RawCase, RawDataset
 from segforge.io.image import read_image, split_ending
 
-__all__ = ["verify_dataset", "verify_or_raise", "check_case"]
+__all__ = ["verify_dataset", "verify_or_raise", "check_case", "count_nonfinite"]
 
 
 @dataclass
@@ -58,7 +58,7 @@ def verify_dataset(ds: RawDataset, num_processes: int = 2, progress: bool = True
     tasks += [_CaseCheck(c, ds.num_channels, labels, False, ds.root / "labelsTs" / f"{c.name}{ds.file_ending}")
               for c in test]
     bar = dict(total=len(tasks), desc=f"verify {ds.name}", unit="case", disable=not progress or not tasks)
-    if num_processes > 1 and len(tasks) > 1:
+    if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
         # spawn, not fork: ITK's thread pool does not survive a fork
         with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
             for lines in tqdm(pool.imap(_run_check, tasks), **bar):
@@ -138,18 +138,26 @@ def _read(path: Path, problems: list[str]):
     return None, None
 
 
-def _check_finite(array: np.ndarray, path: Path, problems: list[str]) -> bool:
+def count_nonfinite(array: np.ndarray, path: Path) -> tuple[int, int]:
+    """``(NaN count, inf count)`` of an image read from ``path``.
+
+    ITK's NIfTI reader silently turns NaN/inf into 0, so for NIfTI the stored values are
+    looked at with nibabel.
+    """
     if array.dtype.kind != "f":
-        return True
+        return 0, 0
     if split_ending(path)[1] in (".nii", ".nii.gz"):
-        # ITK's NIfTI reader silently turns NaN/inf into 0, so look at the stored values
         import nibabel as nib
 
         try:
             array = np.asanyarray(nib.load(str(path)).dataobj)
         except Exception:  # unreadable for nibabel: keep what SimpleITK gave
             pass
-    nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    return int(np.isnan(array).sum()), int(np.isinf(array).sum())
+
+
+def _check_finite(array: np.ndarray, path: Path, problems: list[str]) -> bool:
+    nan, inf = count_nonfinite(array, path)
     if nan or inf:
         problems.append(f"{path}: {nan} NaN and {inf} infinite voxels")
         return False

@@ -1,0 +1,378 @@
+"""``segforge_import``: bring a plain images/labels (or DICOM) dataset into ``segforge_raw``.
+
+Steps: list and pair the source (:mod:`segforge.io.plain_layout`) -> decide the split ->
+convert every image and label to ``.nii.gz`` in a temporary folder next to the target ->
+derive ``dataset.json`` (labels by scanning, modality from the user or guessed) -> verify
+-> move into place. The source is only read; a failed import leaves ``segforge_raw`` as it
+was. Every derived decision is written into ``dataset.json`` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from segforge import paths
+from segforge.errors import DatasetProblems, InputError
+from segforge.io.dataset import RawDataset, load_dataset_json, parse_channel_names, parse_labels
+from segforge.io.image import read_image, write_image
+from segforge.io.plain_layout import SourceCase, find_subsets, list_entries, pair_cases
+from segforge.io.verify import count_nonfinite, verify_dataset
+
+__all__ = ["ImportResult", "import_plain_dataset", "parse_split_fractions", "parse_label_names", "assign_split"]
+
+ENDING = ".nii.gz"
+HU_THRESHOLD = -500.0
+
+
+@dataclass
+class ImportResult:
+    dataset_dir: Path
+    num_train: int
+    num_val: int
+    num_test: int
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    split: dict | None
+    unchanged: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        if self.unchanged:
+            return [f"{self.dataset_dir} already holds exactly this import; nothing changed"]
+        split = f" ({self.num_train} train, {self.num_val} val)" if self.split else ""
+        return [
+            f"imported {self.num_train + self.num_val} training cases{split} and {self.num_test} test cases "
+            f"into {self.dataset_dir}",
+            "channels: " + ", ".join(f"{k}={v}" for k, v in self.channel_names.items())
+            + "; labels: " + ", ".join(f"{k}={v}" for k, v in self.labels.items()),
+            "verification: no problems",
+        ]
+
+
+def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, modality: str | None = None,
+                         match: str = "name", split: str | None = None, seed: int = 0, labels: str | None = None,
+                         overwrite: bool = False, num_processes: int = 2, progress: bool = True,
+                         log: Callable[[str], None] = print) -> ImportResult:
+    """Import ``source`` as ``segforge_raw/DatasetNNN_name``; see the module docstring and docs/dataset_format.md.
+
+    ``modality``: ``"CT"`` or one name per channel (``"T1,T2"``); ``split``: ``"70,15,15"``
+    train/val/test percentages (or fractions), only for a source that is not split yet;
+    ``labels``: ``"liver=1,tumour=2"``. Raises InputError / DatasetProblems.
+    """
+    source = Path(source).expanduser().absolute()
+    folder_name = paths.dataset_folder_name(dataset_id, name)
+    raw_root = paths.raw_root()
+    dest = raw_root / folder_name
+    _check_places(source, dest, raw_root, dataset_id, folder_name)
+
+    # 1. list and pair
+    cases, notes = _collect_cases(source, match)
+    if split is not None:
+        if any(c.subset for c in cases):
+            raise InputError("--split given but the source is already split into train/val/test folders", source)
+        fractions = parse_split_fractions(split)
+        chosen = assign_split([c.name for c in cases], fractions, seed)
+        for c in cases:
+            c.subset = next(s for s, names in chosen.items() if c.name in names)
+        split_why = f"--split {split} with seed {seed} over {len(cases)} cases (sorted names, then shuffled)"
+    elif any(c.subset for c in cases):
+        split_why = "the source came split into train/val/test folders"
+    else:
+        split_why = None
+    num_channels = len(cases[0].images)
+
+    # 2. names and user choices
+    src_json = _source_dataset_json(source)
+    channel_names = _channel_names(modality, num_channels, src_json)
+    label_names = parse_label_names(labels) if labels else (parse_labels(src_json, source / "dataset.json")
+                                                             if src_json and "labels" in src_json else None)
+
+    # 3. convert into a temporary folder next to the target
+    raw_root.mkdir(parents=True, exist_ok=True)
+    work = raw_root / f".importing-{uuid.uuid4().hex[:8]}"
+    tmp = work / folder_name
+    try:
+        result = _build(tmp, source, cases, channel_names, label_names, split_why, match, name, num_processes,
+                        progress, log)
+        result.notes = notes
+        result.dataset_dir = dest
+        # 4. install
+        if dest.exists():
+            if _same_content(dest, tmp):
+                result.unchanged = True
+                return result
+            if not overwrite:
+                raise InputError("dataset folder exists with different content; pass --overwrite to replace it "
+                                 "(or pick another id/name)", dest)
+            backup = raw_root / f".{folder_name}.replaced-{uuid.uuid4().hex[:8]}"
+            os.replace(dest, backup)
+            os.replace(tmp, dest)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_split_fractions(text: str) -> tuple[float, float, float]:
+    """``"70,15,15"`` or ``"0.7,0.15,0.15"`` -> fractions (train, val, test) summing to 1."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or any(v < 0 for v in values):
+        raise InputError(f"--split must be three non-negative numbers TRAIN,VAL,TEST (e.g. 70,15,15), got {text!r}")
+    total = sum(values)
+    if not (abs(total - 100) < 0.5 or abs(total - 1) < 0.005):
+        raise InputError(f"--split {text} must sum to 100 (percent) or 1 (fractions), got {total:g}")
+    return tuple(v / total for v in values)
+
+
+def assign_split(names: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Deterministic split: shuffle the sorted names with ``seed``; test first, then val, the rest train."""
+    ordered = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    n_test = int(round(len(ordered) * fractions[2]))
+    n_val = int(round(len(ordered) * fractions[1]))
+    if len(ordered) - n_test - n_val < 1:
+        raise InputError(f"--split leaves no training case out of {len(ordered)}")
+    picked = [ordered[i] for i in order]
+    return {"train": sorted(picked[n_test + n_val:]), "val": sorted(picked[n_test:n_test + n_val]),
+            "test": sorted(picked[:n_test])}
+
+
+def parse_label_names(text: str) -> dict[str, int]:
+    """``"liver=1,tumour=2"`` -> ``{"background": 0, "liver": 1, "tumour": 2}``."""
+    labels = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise InputError(f"--labels must look like liver=1,tumour=2; cannot read {item!r}")
+        labels[name.strip()] = int(value)
+    if 0 not in labels.values():
+        labels = {"background": 0, **labels}
+    if len(set(labels.values())) != len(labels):
+        raise InputError(f"--labels gives two names the same value: {text}")
+    return dict(sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+def sanitize_case_name(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", stem).strip("_") or "case"
+
+
+# ---------------------------------------------------------------------------- steps
+def _check_places(source: Path, dest: Path, raw_root: Path, dataset_id: int, folder_name: str) -> None:
+    src, dst, root = source.resolve(), dest.resolve(), raw_root.resolve()
+    if src == dst or src in dst.parents or dst in src.parents or src in root.parents or src == root:
+        raise InputError(f"the source folder and the output {dest} overlap; import from a folder outside "
+                         f"{raw_root}", source)
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    if raw_root.is_dir():
+        other = [p.name for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix)
+                 and p.name != folder_name]
+        if other:
+            raise InputError(f"dataset id {int(dataset_id)} is already used by {', '.join(other)}; pick another id "
+                             "or remove that folder", raw_root)
+
+
+def _collect_cases(source: Path, match: str) -> tuple[list[SourceCase], list[str]]:
+    cases, notes, problems = [], [], []
+    num_channels = None
+    for subset, folder in find_subsets(source).items():
+        images, skipped = list_entries(folder / "images")
+        labels, skipped_l = list_entries(folder / "labels")
+        notes += [f"skipped {p} (not an image)" for p in skipped + skipped_l]
+        if not images:
+            problems.append(f"{folder / 'images'}: no image files or DICOM series folders")
+            continue
+        try:
+            found = pair_cases(images, labels, subset, match, labels_required=subset != "test",
+                               images_dir=folder / "images", labels_dir=folder / "labels",
+                               num_channels=num_channels)
+        except DatasetProblems as exc:
+            problems += exc.problems
+            continue
+        num_channels = num_channels or len(found[0].images)
+        cases += found
+    seen: dict[str, SourceCase] = {}
+    for c in cases:
+        if len(c.images) != num_channels:
+            problems.append(f"{c.images[0].path}: case has {len(c.images)} channels, others have {num_channels}")
+        c.name = sanitize_case_name(c.name)
+        if c.name in seen:
+            problems.append(f"{c.images[0].path}: case name {c.name!r} also used by {seen[c.name].images[0].path}")
+        seen[c.name] = c
+    if problems:
+        raise DatasetProblems(problems)
+    return cases, notes
+
+
+def _source_dataset_json(source: Path) -> dict | None:
+    path = source / "dataset.json"
+    return load_dataset_json(path) if path.is_file() else None
+
+
+def _channel_names(modality: str | None, num_channels: int, src_json: dict | None) -> dict[str, str] | None:
+    """Names from --modality, else from the source's dataset.json, else None (guessed after reading)."""
+    if modality:
+        names = [m.strip() for m in modality.split(",") if m.strip()]
+        if len(names) == 1 and num_channels > 1:
+            names = names * num_channels
+        if len(names) != num_channels:
+            raise InputError(f"--modality names {len(names)} channels but the cases have {num_channels}")
+        return {str(i): n for i, n in enumerate(names)}
+    if src_json and ("channel_names" in src_json or "modality" in src_json):
+        return parse_channel_names(src_json, Path("dataset.json"))
+    return None
+
+
+@dataclass
+class _ConvertTask:
+    case: SourceCase
+    image_out: list[Path]
+    label_out: Path | None
+
+
+def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
+    """Convert one case; returns (problems naming source files, per-channel minimum, label values)."""
+    problems, minima, values = [], [], []
+    for entry, out in zip(task.case.images, task.image_out):
+        try:
+            array, geometry = read_image(entry.path)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        nan, inf = count_nonfinite(array, entry.path)
+        if nan or inf:
+            problems.append(f"{entry.path}: {nan} NaN and {inf} infinite voxels")
+            continue
+        minima.append(float(array.min()))
+        write_image(array, geometry, out)
+    if task.case.label is None or task.label_out is None:
+        return problems, minima, values
+    path = task.case.label.path
+    try:
+        label, geometry = read_image(path)
+    except InputError as exc:
+        return problems + [str(exc)], minima, values
+    nan, inf = count_nonfinite(label, path)
+    if nan or inf:
+        return problems + [f"{path}: {nan} NaN and {inf} infinite voxels"], minima, values
+    if label.dtype.kind == "f" and np.any(label != np.round(label)):
+        return problems + [f"{path}: label map holds non-integer values; labels must be integers"], minima, values
+    values = sorted(int(v) for v in np.unique(label))
+    if values and values[0] < 0:
+        return problems + [f"{path}: negative label values {[v for v in values if v < 0]}"], minima, values
+    dtype = np.uint8 if values[-1] < 256 else (np.int16 if values[-1] < 32768 else np.int32)
+    write_image(label.astype(dtype), geometry, task.label_out)
+    return problems, minima, values
+
+
+def _build(tmp: Path, source: Path, cases: list[SourceCase], channel_names, label_names, split_why, match,
+           name, num_processes, progress, log) -> ImportResult:
+    tasks = []
+    for c in cases:
+        tr = c.subset != "test"
+        img_dir, lbl_dir = tmp / ("imagesTr" if tr else "imagesTs"), tmp / ("labelsTr" if tr else "labelsTs")
+        tasks.append(_ConvertTask(c, [img_dir / f"{c.name}_{i:04d}{ENDING}" for i in range(len(c.images))],
+                                  lbl_dir / f"{c.name}{ENDING}" if c.label else None))
+    bar = dict(total=len(tasks), desc=f"import {tmp.name}", unit="case", disable=not progress)
+    results = []
+    if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
+        with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
+            results = list(tqdm(pool.imap(_convert, tasks), **bar))
+    else:
+        results = [_convert(t) for t in tqdm(tasks, **bar)]
+    problems = [line for r in results for line in r[0]]
+    if problems:
+        raise DatasetProblems(problems)
+
+    decisions = {}
+    if channel_names is None:
+        lowest = min(r[1][0] for r in results)
+        guess = "CT" if lowest < HU_THRESHOLD else "MR"
+        why = (f"no --modality given: lowest intensity of channel 0 is {lowest:g} "
+               f"({'<' if guess == 'CT' else '>='} {HU_THRESHOLD:g}, {'looks like HU' if guess == 'CT' else 'not HU'})")
+        log(f"warning: {why}; guessed {guess} (pass --modality to choose)")
+        channel_names = {str(i): guess for i in range(len(cases[0].images))}
+        decisions["modality"] = {"value": guess, "why": why}
+    found = sorted({v for r in results for v in r[2]} | {0})
+    if label_names is None:
+        label_names = {("background" if v == 0 else f"label_{v}"): v for v in found}
+        decisions["labels"] = {"why": f"label values found by scanning the label files: {found}"}
+    if split_why:
+        decisions["split"] = {"why": split_why}
+
+    train = [c for c in cases if c.subset != "test"]
+    data = {
+        "name": name,
+        "channel_names": channel_names,
+        "labels": label_names,
+        "numTraining": len(train),
+        "file_ending": ENDING,
+    }
+    split = None
+    if split_why:
+        split = {s: sorted(c.name for c in cases if c.subset == s) for s in ("train", "val", "test")}
+        data["segforge_split"] = split
+    data["segforge_import"] = {
+        "source": str(source),
+        "match": match,
+        "decisions": decisions,
+        "cases": {c.name: {"subset": c.subset or "train", "images": [str(e.path.relative_to(source)) for e in c.images],
+                           "label": str(c.label.path.relative_to(source)) if c.label else None} for c in cases},
+    }
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    origin = {str(out): str(e.path) for t in tasks for e, out in zip(t.case.images, t.image_out)}
+    origin.update({str(t.label_out): str(t.case.label.path) for t in tasks if t.label_out})
+    found_problems = verify_dataset(RawDataset.open(tmp), num_processes=num_processes, progress=progress)
+    if found_problems:
+        raise DatasetProblems([_to_source(line, origin, tmp) for line in found_problems])
+    return ImportResult(tmp, sum(c.subset in ("", "train") for c in cases), sum(c.subset == "val" for c in cases),
+                        sum(c.subset == "test" for c in cases), channel_names, label_names, split)
+
+
+def _to_source(line: str, origin: dict[str, str], tmp: Path) -> str:
+    """Name the user's file in a verification line about a converted file."""
+    head, sep, rest = line.partition(": ")
+    if head in origin:
+        return f"{origin[head]}: {rest}"
+    if head == str(tmp / "dataset.json"):
+        return f"derived dataset.json: {rest}"
+    return line
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    def listing(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+    files = listing(a)
+    if files != listing(b):
+        return False
+    for rel in files:
+        pa, pb = a / rel, b / rel
+        if rel == "dataset.json":
+            if json.loads(pa.read_text()) != json.loads(pb.read_text()):
+                return False
+        elif pa.read_bytes() != pb.read_bytes():
+            try:
+                (xa, ga), (xb, gb) = read_image(pa), read_image(pb)
+            except InputError:
+                return False
+            if not (ga.same_grid(gb) and xa.dtype == xb.dtype and np.array_equal(xa, xb)):
+                return False
+    return True
