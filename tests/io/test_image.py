@@ -45,7 +45,7 @@ def test_index_world_round_trip_and_split_ending():
     assert np.allclose(g.world_to_index(g.index_to_world(idx)), idx)
     assert np.allclose(g.index_to_world([0, 0, 1]), np.array([1, 2, 3]) + 0.7 * DIRECTIONS["rotated"][:, 0])
     assert split_ending("a/b/CASE_0000.nii.gz") == ("CASE_0000", ".nii.gz")
-    assert split_ending("x.NRRD") == ("x", ".NRRD")
+    assert split_ending("x.NRRD") == ("x", ".nrrd")
     assert split_ending("notes.txt") == ("notes.txt", "")
 
 
