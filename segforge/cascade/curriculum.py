@@ -3,7 +3,9 @@
 A wide target is easy to hit from anywhere in the image; a narrow one pins the centroid
 down. The sigma shrinks by ``shrink_factor`` when the validation loss has fallen below
 ``loss_threshold`` times the loss measured at the start of the current sigma, or has not
-improved for ``patience`` epochs, and never goes below ``sigma_min``.
+improved for ``patience`` epochs, and never goes below ``sigma_min``. With
+``trivial_loss`` (the loss of predicting nothing, 1 for the relative MSE) the start loss is
+capped at it, so unlearning a random initialisation does not count as progress.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class SigmaCurriculum:
     shrink_factor: float
     loss_threshold: float
     patience: int
+    trivial_loss: float | None = None  # loss of the "found nothing" answer; caps the start loss
     sigma: float = -1.0
     start_loss: float | None = None  # first validation loss seen at the current sigma
     best_loss: float | None = None  # best validation loss at the current sigma
@@ -39,8 +42,9 @@ class SigmaCurriculum:
             self.steps = [{"epoch": 0, "sigma": self.sigma, "why": "start"}]
 
     @classmethod
-    def from_settings(cls, settings: LocatorSettings) -> "SigmaCurriculum":
+    def from_settings(cls, settings: LocatorSettings, trivial_loss: float | None = None) -> "SigmaCurriculum":
         return cls(
+            trivial_loss=trivial_loss,
             sigma_start=settings.sigma_start,
             sigma_min=settings.sigma_min,
             shrink_factor=settings.sigma_shrink_factor,
@@ -59,7 +63,8 @@ class SigmaCurriculum:
         """
         val_loss = float(val_loss)
         if self.start_loss is None:
-            self.start_loss = val_loss
+            # a fresh network's loss can exceed the all-zero answer's; falling to that is no progress
+            self.start_loss = val_loss if self.trivial_loss is None else min(val_loss, self.trivial_loss)
         if self.best_loss is None or val_loss < self.best_loss:
             self.best_loss = val_loss
             self.epochs_since_best = 0

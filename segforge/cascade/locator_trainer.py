@@ -46,13 +46,23 @@ from segforge.paths import preprocessed_dataset_dir, raw_dataset_dir, results_da
 from segforge.planning.plans import Configuration, Plans
 from segforge.training.losses import DeepSupervisionLoss, heatmap_kl_loss, heatmap_mse_loss
 
-__all__ = ["LocatorTrainer", "LOCATOR_VALIDATION_FILE", "heatmap_channels", "summarise_errors"]
+__all__ = ["LocatorTrainer", "LOCATOR_VALIDATION_FILE", "heatmap_channels", "summarise_errors", "relative_heatmap_mse"]
 
 LOCATOR_VALIDATION_FILE = "locator_validation.json"
 _LOG_FIELDS = [
     "epoch", "sigma", "train_loss", "val_loss", "val_mse", "val_kl", "heatmap_dice",
     "centroid_error_mean_mm", "centroid_error_median_mm", "centroid_error_max_mm", "lr", "epoch_time_s",
 ]
+
+
+def relative_heatmap_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`heatmap_mse_loss` divided by the MSE of the all-zero map (``mean(target^2)``).
+
+    A plain MSE of a small blob is reached almost entirely by predicting zeros, and its
+    scale changes with sigma; relative to the all-zero answer, 1 means "found nothing" at
+    every sigma, so the curriculum's threshold means the same thing at every step.
+    """
+    return heatmap_mse_loss(pred, target) / target.float().pow(2).mean().clamp_min(1e-12)
 
 
 def heatmap_channels(plans: Plans, configuration: Configuration) -> list[int]:
@@ -132,10 +142,11 @@ class LocatorTrainer:
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda e: max(1.0 - e / max(self.epochs, 1), 0.0) ** 0.9)
-        self.curriculum = SigmaCurriculum.from_settings(self.settings)
+        trivial = None if self.settings.loss == "kl" else 1.0  # relative MSE of the all-zero map
+        self.curriculum = SigmaCurriculum.from_settings(self.settings, trivial_loss=trivial)
         self.batches = LocatorBatches(self.train_cases, self.canvas, self.configuration.batch_size,
                                       self.settings.symmetric, seed=self.seed)
-        base = heatmap_kl_loss if self.settings.loss == "kl" else heatmap_mse_loss
+        base = heatmap_kl_loss if self.settings.loss == "kl" else relative_heatmap_mse
         self.loss = DeepSupervisionLoss(base)
         self.log: list[dict] = []
         self.epoch = 0

@@ -20,7 +20,7 @@ from segforge.planning.plans import (
 DATASET = "Dataset950_CascadeTiny"
 
 
-def tiny_topology(n_stages: int = 3, features: int = 4) -> NetworkTopology:
+def tiny_topology(n_stages: int = 3, features: int = 8) -> NetworkTopology:
     return NetworkTopology(
         features_per_stage=[features * 2**i for i in range(n_stages)],
         kernel_sizes=[[3, 3, 3]] * n_stages,

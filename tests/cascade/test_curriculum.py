@@ -63,3 +63,11 @@ def test_bad_settings():
         make(sigma_shrink_factor=1.5)
     with pytest.raises(ValueError, match="sigma_min"):
         make(sigma_min=10.0)
+
+
+def test_trivial_loss_caps_the_start_loss():
+    s = LocatorSettings(sigma_start=8.0, sigma_min=2.0, sigma_shrink_factor=0.5, shrink_loss_threshold=0.5, shrink_patience=30)
+    c = SigmaCurriculum.from_settings(s, trivial_loss=1.0)
+    c.update(0, 10.0)  # a fresh network far worse than predicting zeros
+    assert not c.update(1, 0.9)  # merely approaching the all-zero answer is no progress
+    assert c.update(2, 0.45)
