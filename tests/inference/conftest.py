@@ -50,16 +50,16 @@ def tiny_plans(spacing=SPACING, patch=(8, 16, 16), channels=1, crop=False) -> Pl
     )
 
 
-def write_model_folder(results_root, plans: Plans, folds=("0",), checkpoint="final", seed=0):
-    """``results/DatasetNNN/SegmentationTrainer__3d_fullres`` with untrained weights in the real format."""
+def write_model_folder(results_root, plans: Plans, folds=("0",), checkpoint="final", seed=0, config="3d_fullres"):
+    """``results/DatasetNNN/SegmentationTrainer__<config>`` with untrained weights in the real format."""
     from segforge.networks import build_network
 
-    folder = results_root / plans.dataset_name / "SegmentationTrainer__3d_fullres"
+    folder = results_root / plans.dataset_name / f"SegmentationTrainer__{config}"
     folder.mkdir(parents=True, exist_ok=True)
     plans.save(folder / "plans.json")
     (folder / "dataset.json").write_text(json.dumps({"channel_names": plans.channel_names, "labels": plans.labels,
                                                      "numTraining": 3, "file_ending": ".nii.gz"}))
-    configuration = plans.configuration()
+    configuration = plans.configuration(config)
     for i, fold in enumerate(folds):
         torch.manual_seed(seed + i)
         network = build_network(configuration, plans.num_channels, plans.num_classes)

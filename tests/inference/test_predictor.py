@@ -90,3 +90,41 @@ def test_model_folder_lists_folds(folders):
     model = ModelFolder.open(folder)
     assert model.available_folds() == ["0", "1", "all"]
     assert model.resolve_folds(None) == ["0", "1"]
+
+
+def test_2d_configuration_predicts_slice_by_slice(folders):
+    from segforge.planning.plans import NetworkTopology
+
+    plans = tiny_plans(patch=(16, 16))
+    configuration = plans.configurations.pop("3d_fullres")
+    configuration.name, configuration.data_identifier = "2d", "2d"
+    configuration.network = NetworkTopology([4, 8], [[3, 3], [3, 3]], [[1, 1], [2, 2]])
+    plans.configurations["2d"] = configuration
+    plans.default_configuration = "2d"
+    folder = write_model_folder(folders / "results", plans, config="2d")
+    predictor = Predictor(folder, tta=True)
+    assert predictor.mirror_axes == (0, 1)
+    labels, _ = predictor.predict_case(box_image(), odd_geometry())
+    assert labels.shape == (10, 20, 18)
+    predictor.networks = [Threshold()]
+    labels, _ = predictor.predict_case(box_image(), odd_geometry())
+    np.testing.assert_array_equal(labels, (box_image() > 0).astype(np.uint8))
+
+
+def test_out_of_memory_on_the_device_falls_back_to_cpu_accumulation(folders, model_folder, monkeypatch):
+    predictor = Predictor(model_folder, tta=False)
+    data, properties = predictor.preprocess(box_image()[None], odd_geometry())
+    expected = predictor.predict_preprocessed(data, properties)
+    tried = []
+    real = Predictor._fold_mean
+
+    def fold_mean(self, data, accumulate):
+        tried.append(accumulate.type)
+        if accumulate.type != "cpu":
+            raise torch.OutOfMemoryError("simulated")
+        return real(self, data, accumulate)
+
+    monkeypatch.setattr(Predictor, "_fold_mean", fold_mean)
+    monkeypatch.setattr(Predictor, "_accumulation_device", lambda self, shape: torch.device("meta"))
+    torch.testing.assert_close(predictor.predict_preprocessed(data, properties), expected)
+    assert tried == ["meta", "cpu"]
