@@ -248,6 +248,7 @@ class _ConvertTask:
 def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
     """Convert one case; returns (problems naming source files, per-channel minimum, label values)."""
     problems, minima, values = [], [], []
+    ref = None  # (geometry, path) of the first channel
     for entry, out in zip(task.case.images, task.image_out):
         try:
             array, geometry = read_image(entry.path)
@@ -258,6 +259,11 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
         if nan or inf:
             problems.append(f"{entry.path}: {nan} NaN and {inf} infinite voxels")
             continue
+        if ref is None:
+            ref = (geometry, entry.path)
+        elif not geometry.same_grid(ref[0]):
+            problems.append(f"{entry.path}: grid differs from channel 0 file {ref[1].name} "
+                            f"({ref[0].describe_difference(geometry)})")
         minima.append(float(array.min()))
         write_image(array, geometry, out)
     if task.case.label is None or task.label_out is None:
@@ -272,6 +278,9 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
         return problems + [f"{path}: {nan} NaN and {inf} infinite voxels"], minima, values
     if label.dtype.kind == "f" and np.any(label != np.round(label)):
         return problems + [f"{path}: label map holds non-integer values; labels must be integers"], minima, values
+    if ref is not None and not geometry.same_grid(ref[0]):
+        problems.append(f"{path}: label grid differs from image {ref[1].name} "
+                        f"(image vs label: {ref[0].describe_difference(geometry)})")
     values = sorted(int(v) for v in np.unique(label))
     if values and values[0] < 0:
         return problems + [f"{path}: negative label values {[v for v in values if v < 0]}"], minima, values

@@ -171,6 +171,14 @@ def _group_channels(images: list[SourceEntry]) -> dict[str, list[SourceEntry]] |
             return None
         groups.setdefault(m["case"], {})[int(m["channel"])] = e
     sizes = {len(g) for g in groups.values()}
+    if len(groups) > 1 and len(sizes) > 1 and all(0 in g for g in groups.values()):
+        # CASE_0000 everywhere but not the same channels: some channel files are missing
+        n = max(max(g) for g in groups.values()) + 1
+        raise DatasetProblems([
+            f"{g[0].path.with_name(f'{case}_{c:04d}{split_ending(g[0].path)[1]}')}: channel {c} file missing for "
+            f"case {case} "
+            f"(other cases have {n} channels)"
+            for case, g in groups.items() for c in range(n) if c not in g])
     if not groups or len(sizes) != 1 or any(sorted(g) != list(range(len(g))) for g in groups.values()):
         return None
     return {case: [g[c] for c in range(len(g))] for case, g in groups.items()}
