@@ -91,8 +91,9 @@ class Predictor:
             raise InputError(f"checkpoint was trained for configuration {trained_for!r}, the folder is for "
                              f"{self.configuration.name!r}", path)
         network = build_network(self.configuration, self.plans.num_channels, self.num_classes)
+        state = _plain_state_dict(checkpoint["network_state"])
         try:
-            network.load_state_dict(checkpoint["network_state"])
+            network.load_state_dict(state)
         except RuntimeError as exc:
             raise InputError(f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path) from None
         return network.to(self.device).eval()
@@ -159,6 +160,16 @@ class Predictor:
         needed = accumulation_bytes(data_shape, self.num_classes) + 4 * self.num_classes * int(np.prod(data_shape[1:]))
         free, _ = torch.cuda.mem_get_info(self.device)
         return self.device if needed < _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
+
+
+def _plain_state_dict(state: dict) -> dict:
+    """Keys without the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(("_orig_mod.", "module.")):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
 
 
 def create_predictor(model_folder, **kwargs) -> Predictor:

@@ -93,12 +93,6 @@ def folders(tmp_path, monkeypatch):
     import segforge.inference.predictor as predictor_module
 
     monkeypatch.setattr(predictor_module, "pick_device", lambda device=None: torch.device("cpu"))
-    import segforge.preprocessing as preprocessing
-
-    if not hasattr(preprocessing, "preprocess_case"):  # until the package exports it (contract name)
-        from segforge.preprocessing.case import preprocess_case
-
-        monkeypatch.setattr(preprocessing, "preprocess_case", preprocess_case, raising=False)
     return tmp_path
 
 
