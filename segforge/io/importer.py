@@ -298,12 +298,21 @@ def _build(tmp: Path, source: Path, cases: list[SourceCase], channel_names, labe
         tasks.append(_ConvertTask(c, [img_dir / f"{c.name}_{i:04d}{ENDING}" for i in range(len(c.images))],
                                   lbl_dir / f"{c.name}{ENDING}" if c.label else None))
     bar = dict(total=len(tasks), desc=f"import {tmp.name}", unit="case", disable=not progress)
-    results = []
+    pool = None
     if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
-        with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
-            results = list(tqdm(pool.imap(_convert, tasks), **bar))
-    else:
-        results = [_convert(t) for t in tqdm(tasks, **bar)]
+        # spawn, not fork: ITK's thread pool does not survive a fork; one pool converts and verifies
+        pool = mp.get_context("spawn").Pool(min(num_processes, len(tasks)))
+    try:
+        results = list(tqdm(pool.imap(_convert, tasks) if pool else map(_convert, tasks), **bar))
+        return _finish(tmp, source, cases, tasks, results, channel_names, label_names, split_why, match, name,
+                       num_processes, progress, log, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _finish(tmp, source, cases, tasks, results, channel_names, label_names, split_why, match, name,
+            num_processes, progress, log, pool) -> ImportResult:
     problems = [line for r in results for line in r[0]]
     if problems:
         raise DatasetProblems(problems)
@@ -348,7 +357,7 @@ def _build(tmp: Path, source: Path, cases: list[SourceCase], channel_names, labe
 
     origin = {str(out): str(e.path) for t in tasks for e, out in zip(t.case.images, t.image_out)}
     origin.update({str(t.label_out): str(t.case.label.path) for t in tasks if t.label_out})
-    found_problems = verify_dataset(RawDataset.open(tmp), num_processes=num_processes, progress=progress)
+    found_problems = verify_dataset(RawDataset.open(tmp), num_processes=num_processes, progress=progress, pool=pool)
     if found_problems:
         raise DatasetProblems([_to_source(line, origin, tmp) for line in found_problems])
     return ImportResult(tmp, sum(c.subset in ("", "train") for c in cases), sum(c.subset == "val" for c in cases),

@@ -38,8 +38,11 @@ class _CaseCheck:
     expected_label_file: Path
 
 
-def verify_dataset(ds: RawDataset, num_processes: int = 2, progress: bool = True) -> list[str]:
-    """All problems of ``ds`` (training and test cases), one line each naming the file; [] if fine."""
+def verify_dataset(ds: RawDataset, num_processes: int = 2, progress: bool = True, pool=None) -> list[str]:
+    """All problems of ``ds`` (training and test cases), one line each naming the file; [] if fine.
+
+    ``pool``: a running ``multiprocessing`` pool to use instead of starting one.
+    """
     problems = list(ds.stray_files())
     training, test = ds.training_cases(), ds.test_cases()
     json_path = ds.root / "dataset.json"
@@ -58,10 +61,13 @@ def verify_dataset(ds: RawDataset, num_processes: int = 2, progress: bool = True
     tasks += [_CaseCheck(c, ds.num_channels, labels, False, ds.root / "labelsTs" / f"{c.name}{ds.file_ending}")
               for c in test]
     bar = dict(total=len(tasks), desc=f"verify {ds.name}", unit="case", disable=not progress or not tasks)
-    if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
+    if pool is not None:
+        for lines in tqdm(pool.imap(_run_check, tasks), **bar):
+            problems += lines
+    elif num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
         # spawn, not fork: ITK's thread pool does not survive a fork
-        with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
-            for lines in tqdm(pool.imap(_run_check, tasks), **bar):
+        with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as own_pool:
+            for lines in tqdm(own_pool.imap(_run_check, tasks), **bar):
                 problems += lines
     else:
         for task in tqdm(tasks, **bar):
