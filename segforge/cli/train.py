@@ -1,12 +1,92 @@
-"""`segforge_train` (not built yet)."""
+"""`segforge_train ID FOLD [-c CONFIG] [--epochs N] [--iters-per-epoch N] [--val-iters N] [--max-minutes M]
+[--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw]
+[--lr LR] [--num-workers N] [--tensorboard] [--no-progress-bar] [--validation-only]`.
 
+Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
+locator first and then the segmenter. Exit codes: 0 done, 2 bad arguments or data.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
 
-from segforge.cli._runner import not_implemented
+from segforge.cli._runner import run_command
+
+PROG = "segforge_train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Train one fold of a planned configuration.")
+    p.add_argument("dataset", help="dataset id (901) or name (Dataset901_Name)")
+    p.add_argument("fold", help="fold number (0..4) or 'all' (train and validate on every case)")
+    p.add_argument("-c", "--configuration", default=None, help="configuration to train (default: the plans' default)")
+    p.add_argument("--epochs", type=int, default=1000, help="number of epochs (default 1000)")
+    p.add_argument("--iters-per-epoch", type=int, default=250, help="training iterations per epoch (default 250)")
+    p.add_argument("--val-iters", type=int, default=50, help="validation iterations per epoch (default 50)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="time budget: stop after the last epoch that fits, still writing checkpoint_final.pt")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better EMA pseudo-Dice (default: never)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest.pt")
+    p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: two runs with the same seed give the same losses (slower)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="default sgd (Nesterov, poly LR)")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-2 sgd, 1e-3 adamw)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data loading processes (default: CPU count - 1, at most 12; 0 = in this process)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to fold_K/tensorboard")
+    p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no per-epoch progress bar")
+    p.add_argument("--no-validation", dest="validate", action="store_false",
+                   help="skip predicting and scoring the fold's validation cases after training")
+    p.add_argument("--validation-only", action="store_true",
+                   help="only predict and score the fold's validation cases with the trained model")
+    return p
 
 
 def main(argv=None) -> int:
-    return not_implemented("segforge_train")
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from segforge import paths
+        from segforge.data.splits import parse_fold
+        from segforge.planning.plans import Plans
+        from segforge.training.options import TrainingOptions, resolve_device
+        from segforge.training.registry import look_up_step, training_steps
+
+        fold = parse_fold(args.fold)
+        plans = Plans.load(paths.preprocessed_dataset_dir(args.dataset) / "plans.json")
+        steps = training_steps(plans, args.configuration)
+        device = str(resolve_device(args.device))
+        if args.validation_only:
+            return _validate_only(plans, steps[-1][1], fold, device)
+        options = TrainingOptions(
+            epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
+            max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
+            optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, tensorboard=args.tensorboard,
+            progress_bar=args.progress_bar, validate_after_training=args.validate)
+        if args.num_workers is not None and args.num_workers < 0:
+            from segforge.errors import InputError
+
+            raise InputError(f"--num-workers must be 0 or more, got {args.num_workers}")
+        for step, configuration in steps:
+            if len(steps) > 1:
+                print(f"{PROG}: training {configuration} ({step})")
+            look_up_step(step)(plans, configuration, fold, device, options, args.resume)
+        return 0
+
+    return run_command(PROG, body)
+
+
+def _validate_only(plans, configuration: str, fold, device: str) -> int:
+    from segforge import paths
+    from segforge.inference.validation import validate_fold
+
+    model_folder = paths.results_root() / plans.dataset_name / f"SegmentationTrainer__{configuration}"
+    validate_fold(model_folder, fold, device)  # prints its one-line result and writes validation/summary.json
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from segforge.planning.plans import (
 DATASET = "Dataset999_Fake"
 
 
-def make_plans(patch_size=(16, 32, 32), features=(4, 8, 16), batch_size=2) -> Plans:
+def make_plans(patch_size=(16, 32, 32), features=(4, 8, 16), batch_size=2, with_cube: bool = True) -> Plans:
     n = len(features)
     topo3 = NetworkTopology(list(features), [[3, 3, 3]] * n, [[1, 1, 1]] + [[2, 2, 2]] * (n - 1))
     topo2 = NetworkTopology(list(features), [[3, 3]] * n, [[1, 1]] + [[2, 2]] * (n - 1))
@@ -33,12 +33,12 @@ def make_plans(patch_size=(16, 32, 32), features=(4, 8, 16), batch_size=2) -> Pl
     c2 = Configuration(name="2d", kind="segmentation", patch_size=list(patch_size[1:]), batch_size=batch_size * 2,
                        network=topo2, data_identifier="3d_fullres", **common)
     return Plans(dataset_name=DATASET, channel_names={"0": "MR"},
-                 labels={"background": 0, "ball": 1, "cube": 2},
+                 labels={"background": 0, "ball": 1, **({"cube": 2} if with_cube else {})},
                  configurations={"3d_fullres": c3, "2d": c2}, default_configuration="3d_fullres",
                  gpu_memory_gb=1.0)
 
 
-def make_case(rng: np.random.RandomState, shape=(20, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+def make_case(rng: np.random.RandomState, shape=(20, 40, 40), with_cube: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(1, Z, Y, X) float32 image and (Z, Y, X) int16 labels."""
     seg = np.zeros(shape, np.int16)
     zz, yy, xx = np.indices(shape)
@@ -47,7 +47,8 @@ def make_case(rng: np.random.RandomState, shape=(20, 40, 40)) -> tuple[np.ndarra
     seg[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r] = 1
     lo = [rng.randint(1, s - 6) for s in shape]
     cube = tuple(slice(a, a + 4) for a in lo)
-    seg[cube][seg[cube] == 0] = 2
+    if with_cube:
+        seg[cube][seg[cube] == 0] = 2
     image = rng.normal(0, 0.3, shape).astype(np.float32)
     image[seg == 1] += 2.0
     image[seg == 2] -= 1.5
@@ -58,6 +59,7 @@ def write_fake_dataset(root: Path, n_cases: int = 6, seed: int = 0, plans: Plans
                        split: dict | None = None) -> Path:
     """Write ``root/Dataset999_Fake`` (plans.json, dataset.json, 3d_fullres/ cases); return that folder."""
     plans = plans or make_plans()
+    with_cube = "cube" in plans.labels
     folder = Path(root) / DATASET
     cases_dir = folder / "3d_fullres"
     cases_dir.mkdir(parents=True, exist_ok=True)
@@ -71,10 +73,10 @@ def write_fake_dataset(root: Path, n_cases: int = 6, seed: int = 0, plans: Plans
     version = plans.configurations["3d_fullres"].version()
     for i in range(n_cases):
         name = f"case_{i:03d}"
-        image, seg = make_case(rng)
+        image, seg = make_case(rng, with_cube=with_cube)
         np.save(cases_dir / f"{name}.npy", image)
         np.save(cases_dir / f"{name}_seg.npy", seg)
-        locations = {str(k): np.argwhere(seg == k)[:: 3].tolist() for k in (1, 2)}
+        locations = {str(k): np.argwhere(seg == k)[::3].tolist() for k in sorted(set(plans.labels.values()) - {0})}
         fg = np.argwhere(seg > 0).mean(0).tolist()
         props = {"case": name, "configuration": "3d_fullres", "plans_version": version,
                  "crop_box": [[0, s] for s in seg.shape], "shape_after_crop": list(seg.shape),

@@ -1,0 +1,82 @@
+"""What a person watches during training: the progress bar, one line per epoch, log.csv, plots, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from segforge.errors import InputError
+from segforge.training import plots
+from segforge.training.progress_log import TrainingLog
+
+__all__ = ["EpochReporter", "write_json"]
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class EpochReporter:
+    """Writes ``log.csv`` and ``progress.png`` after every epoch, prints its summary line, and feeds TensorBoard."""
+
+    def __init__(self, folder: Path, class_names: list[str], options, log=print):
+        self.folder = Path(folder)
+        self.class_names = class_names
+        self.show_bar = options.progress_bar
+        self.total_epochs = options.epochs
+        self.log = log
+        self.writer = None
+        if options.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.writer = SummaryWriter(str(self.folder / "tensorboard"))
+
+    def bar(self, epoch: int, iterations: int) -> tqdm:
+        return tqdm(total=iterations, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True, unit="it",
+                    disable=not self.show_bar)
+
+    def end_epoch(self, history: TrainingLog) -> None:
+        i = len(history) - 1
+        e = history.epoch[i]
+        history.write_csv(self.folder / "log.csv", self.class_names)
+        plots.plot_progress(history, self.class_names, self.folder / "progress.png")
+        dice = ", ".join(f"{n} {_fmt(d)}" for n, d in zip(self.class_names, history.dice[i]))
+        self.log(f"epoch {e}/{self.total_epochs - 1}: train loss {history.train_loss[i]:.4f}, val loss "
+                 f"{history.val_loss[i]:.4f}, pseudo-Dice [{dice}], EMA {history.ema_dice[i]:.4f}, "
+                 f"lr {history.lr[i]:.3g}, {history.epoch_seconds[i]:.1f} s, {history.iters_per_second[i]:.2f} it/s")
+        if self.writer is not None:
+            w = self.writer
+            w.add_scalars("loss", {"train": history.train_loss[i], "val": history.val_loss[i]}, e)
+            w.add_scalars("pseudo_dice", {n: d for n, d in zip(self.class_names, history.dice[i])
+                                          if not math.isnan(d)}, e)
+            w.add_scalar("pseudo_dice/ema", history.ema_dice[i], e)
+            w.add_scalar("lr", history.lr[i], e)
+            w.add_scalar("iters_per_second", history.iters_per_second[i], e)
+            w.flush()
+
+    def plot_validation(self, example: dict | None, num_classes: int) -> None:
+        """``val_pred.png`` and ``val_truth.png``: the same slices of the first validation batch."""
+        if example is None:
+            return
+        slices = plots.choose_slices(example["truth"]) if example["truth"].ndim == 4 else None
+        plots.plot_batch(example["image"], example["pred"], self.folder / "val_pred.png", "validation: prediction",
+                         slices=slices, num_classes=num_classes)
+        plots.plot_batch(example["image"], example["truth"], self.folder / "val_truth.png", "validation: truth",
+                         slices=slices, num_classes=num_classes)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.3f}"
