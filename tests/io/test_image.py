@@ -8,6 +8,8 @@ from segforge.errors import InputError
 from segforge.io import Geometry, read_image, read_multichannel, split_ending, write_image
 from segforge.io import image as image_module
 
+from dicom_writer import write_dicom_series  # tests/io/dicom_writer.py
+
 SHAPE = (8, 10, 12)  # (z, y, x)
 SPACING = (2.5, 0.8, 0.7)  # anisotropic, (z, y, x)
 _c, _s = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -115,41 +117,6 @@ def test_read_multichannel_checks_grids(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ DICOM
-def write_dicom_series(folder, hu, spacing_zyx, origin, row_dir, col_dir, series_uid=None, prefix="slice"):
-    """Write ``hu (z, y, x)`` as a CT series: stored int16 = HU + 1024, RescaleIntercept -1024."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
-    normal = np.cross(row_dir, col_dir)
-    stored = (np.asarray(hu) + 1024).astype(np.int16)
-    for k in range(stored.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, study_uid
-        ds.Modality, ds.PatientID, ds.PatientName, ds.SeriesNumber, ds.InstanceNumber = "CT", "X", "X", 1, k + 1
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.PixelSpacing = [f"{spacing_zyx[1]:g}", f"{spacing_zyx[2]:g}"]  # row spacing (y), column spacing (x)
-        ds.SliceThickness = f"{spacing_zyx[0]:g}"
-        position = np.asarray(origin) + k * spacing_zyx[0] * normal
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
-        ds.ImageOrientationPatient = [f"{v:g}" for v in (*row_dir, *col_dir)]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.PixelData = stored[k].tobytes()
-        # slices written in reverse order: the reader must sort them by position
-        ds.save_as(folder / f"{prefix}_{stored.shape[0] - k:03d}.dcm", enforce_file_format=True)
-    return series_uid
-
-
 @pytest.mark.parametrize("flipped", [False, True])
 def test_dicom_series_read_in_hu_with_geometry(tmp_path, flipped):
     hu = (np.arange(np.prod(SHAPE)).reshape(SHAPE) * 3 - 1000).astype(np.int16)

@@ -13,6 +13,8 @@ from segforge.io import Geometry, RawDataset, read_image, verify_dataset, verify
 from segforge.io.importer import assign_split, import_plain_dataset, parse_split_fractions
 from segforge.io.plain_layout import match_key
 
+from dicom_writer import write_dicom_series  # tests/io/dicom_writer.py
+
 SHAPE = (8, 10, 12)
 
 
@@ -158,8 +160,6 @@ def test_sorted_matching(tmp_path, raw):
 
 
 def test_multichannel_and_dicom_series(tmp_path, raw):
-    from tests.io.test_image import write_dicom_series
-
     src = tmp_path / "src"
     hu = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 300 - 1000).astype(np.int16)
     write_dicom_series(src / "images" / "patient A", hu, (2.0, 0.9, 0.8), (5.0, 6.0, 7.0), (-1, 0, 0), (0, 1, 0))
