@@ -76,7 +76,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     except RuntimeError as exc:
         if split_ending(p)[1] in (".nii", ".nii.gz"):
             return _read_nifti_with_nibabel(p, exc)
-        raise InputError(f"cannot read image ({_first_line(exc)})", p) from None
+        raise InputError(f"cannot read image ({_first_line(exc, p)})", p) from None
     return _from_sitk(image, p)
 
 
@@ -103,7 +103,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series ({_first_line(exc)})", folder) from None
+        raise InputError(f"cannot read DICOM series ({_first_line(exc, folder)})", folder) from None
     return _from_sitk(image, folder)
 
 
@@ -192,7 +192,7 @@ def _read_nifti_with_nibabel(path: Path, sitk_error: Exception) -> tuple[np.ndar
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"cannot read image ({_first_line(sitk_error)}; nibabel: {_first_line(exc)})", path) from None
+        raise InputError(f"cannot read image ({_first_line(sitk_error, path)}; nibabel: {_first_line(exc, path)})", path) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -206,7 +206,9 @@ def _read_nifti_with_nibabel(path: Path, sitk_error: Exception) -> tuple[np.ndar
     return array, Geometry(tuple(spacing_xyz[::-1]), tuple(origin), tuple(direction.ravel()), array.shape)
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: Exception, path: Path | None = None) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # ITK messages start with a file/line location; the last line says what went wrong
-    return lines[-1][:200] if lines else type(exc).__name__
+    text = lines[-1][:200] if lines else type(exc).__name__
+    # the message is prefixed with the path already; inside it the file name is enough
+    return text.replace(str(path), Path(path).name) if path is not None else text
