@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy import ndimage
+from scipy.linalg import solve_banded
 import torch.nn.functional as F
 
 __all__ = [
@@ -74,7 +76,7 @@ def _bspline3(t: np.ndarray) -> np.ndarray:
     return np.where(t < 1, 2.0 / 3.0 - t**2 + 0.5 * t**3, np.where(t < 2, (2 - t) ** 3 / 6.0, 0.0))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _matrix(n_old: int, n_new: int, order: int) -> np.ndarray:
     if order not in (1, 3):
         raise ValueError(f"matrix interpolation is for orders 1 and 3, got {order}")
@@ -88,22 +90,39 @@ def _matrix(n_old: int, n_new: int, order: int) -> np.ndarray:
         np.add.at(m, (rows, lo), 1.0 - w)
         np.add.at(m, (rows, hi), w)
         return m
-    # cubic B-spline: samples f = A c (A: the spline at integer points), value(x) = W c
-    a = np.zeros((n_old, n_old), dtype=np.float64)
-    base = np.arange(n_old)
-    for d, w in ((-1, 1.0 / 6.0), (0, 4.0 / 6.0), (1, 1.0 / 6.0)):
-        np.add.at(a, (base, _mirror(base + d, n_old)), w)
+    # cubic B-spline: samples f = A c (A: the spline at integer points, tridiagonal with the
+    # mirror boundary), value(x) = W c, so the operator is W A^-1 = (A^-T W^T)^T
     start = np.floor(x).astype(np.int64) - 1
     weights = np.zeros((n_new, n_old), dtype=np.float64)
     for j in range(4):
         k = start + j
         np.add.at(weights, (rows, _mirror(k, n_old)), _bspline3(x - k))
-    return weights @ np.linalg.inv(a)
+    if n_old == 1:
+        return weights
+    a = np.zeros((n_old, n_old), dtype=np.float64)
+    base = np.arange(n_old)
+    for d, w in ((-1, 1.0 / 6.0), (0, 4.0 / 6.0), (1, 1.0 / 6.0)):
+        np.add.at(a, (base, _mirror(base + d, n_old)), w)
+    at = np.zeros((3, n_old), dtype=np.float64)  # A^T in banded storage: super-, main, sub-diagonal
+    at[0, 1:] = np.diag(a.T, 1)
+    at[1] = np.diag(a.T)
+    at[2, :-1] = np.diag(a.T, -1)
+    return solve_banded((1, 1), at, weights.T).T
 
 
 def interpolation_matrix(n_old: int, n_new: int, order: int) -> np.ndarray:
     """``(n_new, n_old)`` operator resampling one axis with spline ``order`` (1 or 3)."""
     return _matrix(int(n_old), int(n_new), int(order)).copy()
+
+
+def _apply_matrix(t: torch.Tensor, axis: int, m: torch.Tensor) -> torch.Tensor:
+    """``m (n_new, n_old)`` applied along axis ``axis`` (>= 1) of ``t (B, z, y, x)``."""
+    if axis == 3:
+        return t @ m.T
+    if axis == 2:
+        return m @ t
+    b, n_old, y, x = t.shape
+    return (m @ t.reshape(b, n_old, y * x)).reshape(b, m.shape[0], y, x)
 
 
 def _resample_axis(t: torch.Tensor, axis: int, n_new: int, order: int) -> torch.Tensor:
@@ -113,13 +132,7 @@ def _resample_axis(t: torch.Tensor, axis: int, n_new: int, order: int) -> torch.
         return t
     if order == 0:
         return torch.index_select(t, axis, torch.from_numpy(_nearest_indices(n_old, n_new)))
-    m = torch.from_numpy(_matrix(n_old, n_new, order)).to(t.dtype)
-    if axis == 3:
-        return t @ m.T
-    if axis == 2:
-        return m @ t
-    b, _, y, x = t.shape
-    return (m @ t.reshape(b, n_old, y * x)).reshape(b, n_new, y, x)
+    return _apply_matrix(t, axis, torch.from_numpy(_matrix(n_old, n_new, order)).to(t.dtype))
 
 
 def _check_order(order: int) -> int:
@@ -190,8 +203,8 @@ def resample_label(
     """Resample a label map ``seg (z, y, x)`` of non-negative integers to ``new_shape``.
 
     ``"linear_onehot"``: each class present is resampled as a linear-interpolated indicator
-    and every voxel takes the class of highest weight (ties: the lower class), so only
-    classes of the neighbourhood can appear. ``"nearest"``: nearest voxel on every axis.
+    (within its bounding box) and every voxel takes the class of highest weight (ties: the
+    lower class), so only classes of the neighbourhood can appear. ``"nearest"``: nearest voxel on every axis.
     The ``separate_axis`` is resampled with ``separate_axis_order`` (0: nearest slice;
     1: linear like the other axes). Returns the input's dtype.
     """
@@ -211,16 +224,49 @@ def resample_label(
     for axis in range(3):
         if orders[axis] == 0:
             t = _resample_axis(t, axis + 1, new_shape[axis], 0)
-    labels = t[0]
+    labels = t[0].numpy()
     if tuple(labels.shape) == new_shape:
-        return labels.numpy().astype(seg.dtype, copy=False)
-    classes = torch.unique(labels).tolist()
-    best = torch.full(new_shape, -1.0)
-    result = torch.full(new_shape, classes[0], dtype=labels.dtype)
-    for c in classes:
-        indicator = (labels == c).to(torch.float32)[None, None]
-        weight = F.interpolate(indicator, size=new_shape, mode="trilinear", align_corners=False)[0, 0]
-        better = weight > best
-        torch.maximum(best, weight, out=best)
-        result.masked_fill_(better, c)
-    return result.numpy().astype(seg.dtype, copy=False)
+        return labels.astype(seg.dtype, copy=False)
+    return _onehot_linear_argmax(labels, new_shape).astype(seg.dtype, copy=False)
+
+
+def _onehot_linear_argmax(labels: np.ndarray, new_shape: tuple[int, int, int]) -> np.ndarray:
+    """Arg-max of the linearly resampled class indicators of ``labels (z, y, x)`` (non-negative).
+
+    Each foreground class is resampled only inside its bounding box (plus the one voxel a
+    linear weight reaches); class 0 takes the rest of the weight, ``1 - sum(foreground)``.
+    Ties go to the lower class.
+    """
+    old_shape = labels.shape
+    positions = [source_positions(o, n) for o, n in zip(old_shape, new_shape)]
+    matrices = [torch.from_numpy(_matrix(o, n, 1).astype(np.float32)) for o, n in zip(old_shape, new_shape)]
+    best = torch.zeros(new_shape)  # highest foreground weight so far
+    total = torch.zeros(new_shape)  # sum of foreground weights
+    dtype = torch.int16 if labels.size == 0 or labels.max() <= np.iinfo(np.int16).max else torch.int32
+    result = torch.zeros(new_shape, dtype=dtype)
+    for c, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        old_slices, new_slices, local = [], [], []  # local: the linear operator restricted to the box
+        for axis, sl in enumerate(box):
+            lo, hi = max(sl.start - 1, 0), min(sl.stop + 1, old_shape[axis])
+            pos = positions[axis]
+            touched = np.flatnonzero((pos > sl.start - 1) & (pos < sl.stop))  # non-zero weight on the box
+            if touched.size == 0:
+                break
+            j0, j1 = int(touched[0]), int(touched[-1]) + 1
+            old_slices.append(slice(lo, hi))
+            new_slices.append(slice(j0, j1))
+            local.append(matrices[axis][j0:j1, lo:hi])
+        else:
+            weight = torch.from_numpy(labels[tuple(old_slices)] == c).to(torch.float32)[None]
+            for axis in sorted(range(3), key=lambda a: local[a].shape[0] / local[a].shape[1]):
+                weight = _apply_matrix(weight, axis + 1, local[axis])
+            weight = weight[0]
+            sub = tuple(new_slices)
+            better = weight > best[sub]
+            torch.maximum(best[sub], weight, out=best[sub])
+            total[sub] += weight
+            result[sub].masked_fill_(better, c)
+    result.masked_fill_((1.0 - total) >= best, 0)
+    return result.numpy()
