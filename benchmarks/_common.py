@@ -33,6 +33,7 @@ __all__ = [
     "write_result",
     "make_organs_dataset",
     "plan_and_preprocess",
+    "prepare_training_data",
     "train_briefly",
     "Timer",
 ]
@@ -69,7 +70,8 @@ def machine() -> dict:
 
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1min": os.getloadavg()[0]}  # > cpu_count: others shared the CPU, figures are pessimistic
 
 
 def write_result(out: Path, result: dict, line: str) -> None:
@@ -115,6 +117,16 @@ def plan_and_preprocess(dataset: str, gpu_memory_gb: float, num_processes: int =
     overrides = PlanOverrides(patch_size=tuple(patch_size) if patch_size else None, batch_size=batch_size)
     return run(dataset, num_processes=num_processes, gpu_memory_gb=gpu_memory_gb, configurations=configurations,
                overrides=overrides, progress=False, log=lambda line: None)
+
+
+def prepare_training_data(dataset_id: int, num_cases: int, shape, gpu_memory_gb: float, num_processes: int = 2,
+                          patch_size=None, batch_size=None, kind: str = "organs", num_test: int = 0,
+                          configurations=None):
+    """A synthetic dataset, planned and preprocessed in this process; returns ``(dataset name, Plans)``."""
+    name = make_organs_dataset(dataset_id, num_cases, num_test, shape, kind=kind)
+    plans = plan_and_preprocess(name, gpu_memory_gb, num_processes, configurations=configurations,
+                                patch_size=patch_size, batch_size=batch_size)
+    return name, plans
 
 
 def train_briefly(dataset: str, configuration: str | None, env: dict, log: Path, epochs: int = 1,
