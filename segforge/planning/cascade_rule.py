@@ -8,8 +8,10 @@ and the segmenter's training patches rarely see the target.
 
 * ``locator``: the whole image (no crop to non-zero) at a spacing coarse enough for the
   median image to fit one patch of edges multiples of 16 (the largest edge in
-  ``LOCATOR_EDGES`` whose network fits the budget), regressing a Gaussian heatmap at the
-  target's centroid.
+  ``LOCATOR_EDGES``, at most 96, whose network fits the budget; and at least
+  ``LOCATOR_MIN_DOWNSAMPLING`` x the finest ``3d_fullres`` spacing: the locator only has
+  to find the centre, the crop margin absorbs its error), regressing a Gaussian heatmap
+  at the target's centroid.
 * ``cascade_fullres``: the segmenter at the ``3d_fullres`` spacing on a crop around the
   located centroid; crop = 95th percentile of the foreground extent plus
   ``LOCATOR_MARGIN_VOXELS`` locator voxels on each side for the locator's error, rounded
@@ -23,6 +25,7 @@ import math
 
 import numpy as np
 
+from segforge.errors import InputError
 from segforge.networks.memory import training_memory_bytes
 from segforge.planning.batch_size_rule import choose_batch_size
 from segforge.planning.dataset_stats import (
@@ -42,6 +45,7 @@ __all__ = [
     "CASCADE_IMAGE_PATCHES",
     "LOCATOR_EDGES",
     "LOCATOR_MARGIN_VOXELS",
+    "LOCATOR_MIN_DOWNSAMPLING",
     "decide_cascade",
     "plan_locator",
     "plan_cascade_fullres",
@@ -49,7 +53,8 @@ __all__ = [
 
 CASCADE_BBOX_FRACTION = 1 / 8
 CASCADE_IMAGE_PATCHES = 4.0
-LOCATOR_EDGES = (128, 112, 96, 80, 64, 48, 32, 16)
+LOCATOR_EDGES = (96, 80, 64, 48, 32, 16)
+LOCATOR_MIN_DOWNSAMPLING = 2.0  # locator spacing >= this x the finest 3d_fullres spacing
 LOCATOR_MARGIN_VOXELS = 2
 _FIT_BATCH = 2
 
@@ -76,7 +81,7 @@ def plan_locator(
 ) -> Configuration:
     """The heatmap locator: whole image, coarse spacing, one patch covers the median image."""
     extent = median_extent_mm(fingerprint, cropped=False)
-    fine = np.asarray(fullres.spacing, dtype=float)
+    fine = np.maximum(np.asarray(fullres.spacing, dtype=float), LOCATOR_MIN_DOWNSAMPLING * min(fullres.spacing))
     for edge in LOCATOR_EDGES:
         spacing = np.maximum(fine, extent.max() / edge)
         shape = np.maximum(np.ceil(extent / spacing - 1e-6), 1).astype(int)
@@ -112,7 +117,8 @@ def plan_locator(
         "kind": "heatmap regression of the target's centroid",
         "spacing": (
             f"median image extent {[round(float(e), 1) for e in extent]} mm over a patch edge of {edge} "
-            f"-> {spacing_list} mm (never finer than 3d_fullres {fullres.spacing})"
+            f"-> {spacing_list} mm (never finer than 3d_fullres {fullres.spacing}, nor than "
+            f"{LOCATOR_MIN_DOWNSAMPLING:g}x its finest axis)"
         ),
         "patch_size": f"the median whole image {[int(v) for v in shape]} voxels rounded up to the divisibility rule -> {patch}; "
         f"largest edge of {list(LOCATOR_EDGES)} whose network fits the budget",
@@ -152,6 +158,8 @@ def plan_cascade_fullres(
 ) -> Configuration:
     """The full-resolution segmenter of the cascade, on crops around the centroid."""
     spacing = np.asarray(fullres.spacing, dtype=float)
+    if summary(fingerprint).get("p95_union_extent_mm") is None:
+        raise InputError("the cascade needs foreground to size its crop, but no training case has any label")
     p95 = np.asarray(summary(fingerprint)["p95_union_extent_mm"], dtype=float)
     margin = LOCATOR_MARGIN_VOXELS * np.asarray(locator.spacing, dtype=float) / spacing  # fullres voxels per side
     raw_crop = [int(v) for v in np.ceil(p95 / spacing + 2 * margin)]

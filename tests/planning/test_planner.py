@@ -144,6 +144,8 @@ def test_small_target_in_large_image_plans_the_cascade(fingerprint_factory, gpu)
     # the median whole image (256 mm) fits one locator patch
     assert all(p * s >= 256 - 1e-6 for p, s in zip(loc.patch_size, loc.spacing))
     assert all(e % 16 == 0 for e in loc.patch_size)
+    assert min(loc.spacing) >= 2 * min(seg.spacing)  # a low-resolution locator
+    assert max(loc.patch_size) <= 96
     assert seg.kind == "segmentation" and not seg.crop_to_nonzero
     assert seg.spacing == plans.configuration("3d_fullres").spacing
     crop = seg.cascade.crop_size
