@@ -152,7 +152,7 @@ def count_nonfinite(array: np.ndarray, path: Path) -> tuple[int, int]:
     """
     if array.dtype.kind != "f":
         return 0, 0
-    if split_ending(path)[1] in (".nii", ".nii.gz"):
+    if split_ending(path)[1] in (".nii", ".nii.gz") and np.any(array == 0):  # hidden NaNs would read as 0
         import nibabel as nib
 
         try:
