@@ -115,6 +115,7 @@ def _export(predictor, probabilities, properties, geometry, target, save_probabi
     labels, restored = predictor.restore(probabilities, properties, keep_probabilities=save_probabilities)
     del probabilities
     write_prediction(labels, geometry, target, restored, label_names)
+    predictor.export_extras(properties, target)
     seconds["export"] = time.perf_counter() - start
     return seconds
 

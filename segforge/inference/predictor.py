@@ -46,6 +46,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         raise InputError("CUDA was asked for but no CUDA device is available; use --device cpu")
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
+    else:
+        torch.backends.cudnn.benchmark = True  # one patch shape throughout: pick the fastest kernels once
     return device
 
 
@@ -132,6 +134,9 @@ class Predictor:
         restored = restore_probabilities(probabilities, properties)
         labels = probabilities_to_labels(restored)
         return labels, (restored if keep_probabilities else None)
+
+    def export_extras(self, properties: dict, target) -> None:
+        """Called after ``target`` (the label file) was written; subclasses add their own files."""
 
     def predict_case(self, image: np.ndarray, geometry: Geometry, return_probabilities: bool = False):
         """``image (C, Z, Y, X)`` (or ``(Z, Y, X)``) -> ``(labels (Z, Y, X), probabilities | None)``."""
