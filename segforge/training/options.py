@@ -20,7 +20,8 @@ class TrainingOptions:
     ``max_minutes``: stop after the epoch that would otherwise run past the budget (judged
     from the last epoch's duration); ``patience``: stop after this many epochs without a
     better EMA pseudo-Dice. ``num_workers`` None = :func:`segforge.data.default_num_workers`;
-    ``cpu_threads`` None = the CPU count less the workers (CPU training only).
+    ``cpu_threads`` None = ``OMP_NUM_THREADS`` when set, else the CPU count less the workers
+    (CPU training only).
     """
 
     epochs: int = 1000
@@ -75,6 +76,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def cpu_threads(options: TrainingOptions, num_workers: int) -> int:
+    """Threads for CPU training: the option, else ``OMP_NUM_THREADS``'s setting, else the CPUs left by the workers."""
     if options.cpu_threads is not None:
         return max(1, int(options.cpu_threads))
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
     return max(1, (os.cpu_count() or 1) - num_workers)

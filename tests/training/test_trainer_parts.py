@@ -1,0 +1,107 @@
+"""Pieces of the trainer that need no training: schedule, checkpoints, log, registry, CLI errors."""
+
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+from fake_preprocessed import make_plans  # noqa: E402
+
+from segforge.cli import train as train_cli  # noqa: E402
+from segforge.errors import InputError  # noqa: E402
+from segforge.planning.plans import CascadeSettings, LocatorSettings  # noqa: E402
+from segforge.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: E402
+from segforge.training.options import TrainingOptions  # noqa: E402
+from segforge.training.progress_log import TrainingLog  # noqa: E402
+from segforge.training.registry import look_up_step, training_steps  # noqa: E402
+from segforge.training.schedule import PolyLRSchedule, build_optimizer  # noqa: E402
+
+
+def test_poly_schedule_values_and_resume():
+    opt = build_optimizer([torch.zeros(1, requires_grad=True)], "sgd")
+    assert opt.defaults["momentum"] == 0.99 and opt.defaults["nesterov"] and opt.defaults["weight_decay"] == 3e-5
+    sched = PolyLRSchedule(opt, 0.01, total_steps=10)
+    seen = [opt.param_groups[0]["lr"]]
+    for _ in range(10):
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen[0] == 0.01 and seen[-1] == 0.0
+    assert seen[5] == pytest.approx(0.01 * 0.5**0.9)
+    other = PolyLRSchedule(build_optimizer([torch.zeros(1, requires_grad=True)], "adamw"), 0.01, 10)
+    other.load_state_dict({"step": 5})
+    assert other.optimizer.param_groups[0]["lr"] == seen[5]
+    with pytest.raises(InputError, match="did you mean 'adamw'"):
+        build_optimizer([torch.zeros(1, requires_grad=True)], "adamx")
+
+
+def test_checkpoint_is_weights_only_and_restores_rng(tmp_path):
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    np.random.normal()  # leaves a cached gaussian
+    states = rng_states()
+    expected = (random.random(), np.random.normal(), torch.rand(1).item())
+    path = tmp_path / "checkpoint_latest.pt"
+    save_checkpoint(path, {"network_state": {"w": torch.ones(2)}, "rng_states": states, "log": {"lr": [0.1]},
+                           "options": TrainingOptions().to_dict()})
+    loaded = torch.load(path, weights_only=True)
+    restore_rng_states(loaded["rng_states"])
+    assert (random.random(), np.random.normal(), torch.rand(1).item()) == expected
+    assert TrainingOptions(**loaded["options"]).augmentation.scale == (0.7, 1.4)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot load checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_log_csv_has_one_column_per_class_and_blank_nan(tmp_path):
+    log = TrainingLog()
+    log.append(epoch=0, train_loss=1.0, val_loss=0.9, dice=[0.5, math.nan], mean_dice=0.5, ema_dice=0.5, lr=0.01,
+               epoch_seconds=2.0, iters_per_second=5.0)
+    log.write_csv(tmp_path / "log.csv", ["liver", "tumour"])
+    header, row = (tmp_path / "log.csv").read_text().splitlines()
+    assert header.split(",")[3:5] == ["dice_liver", "dice_tumour"]
+    assert row.split(",")[3:5] == ["0.5", ""]
+    assert TrainingLog.from_dict(log.to_dict()) == log
+
+
+def test_training_steps_by_configuration_kind():
+    plans = make_plans()
+    assert training_steps(plans) == [("segmentation", "3d_fullres")]
+    assert training_steps(plans, "2d") == [("segmentation", "2d")]
+    loc = plans.configurations["3d_fullres"]
+    import dataclasses
+
+    plans.configurations["locator"] = dataclasses.replace(loc, name="locator", kind="locator",
+                                                          locator=LocatorSettings())
+    plans.configurations["cascade_fullres"] = dataclasses.replace(loc, name="cascade_fullres",
+                                                                  cascade=CascadeSettings(crop_size=[16, 32, 32]))
+    assert training_steps(plans, "cascade_fullres") == [("locator", "locator"), ("cascade_segmenter", "cascade_fullres")]
+    assert callable(look_up_step("segmentation"))
+    with pytest.raises(InputError, match="no trainer is registered"):
+        look_up_step("no_such_step")
+
+
+def test_options_are_checked():
+    with pytest.raises(InputError, match="--epochs must be at least 1"):
+        TrainingOptions(epochs=0)
+    with pytest.raises(InputError, match="--max-minutes"):
+        TrainingOptions(max_minutes=-1)
+
+
+def test_cli_answers_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGFORGE_PREPROCESSED", str(tmp_path / "pre"))
+    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
+    monkeypatch.setenv("SEGFORGE_RESULTS", str(tmp_path / "results"))
+    assert train_cli.main(["998", "0"]) == 2
+    assert "no dataset with id 998" in capsys.readouterr().err
+    (tmp_path / "pre" / "Dataset998_X").mkdir(parents=True)
+    assert train_cli.main(["998", "x"]) == 2
+    assert "fold must be a number" in capsys.readouterr().err
+    assert train_cli.main(["998", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "plans not found" in err and err.count("\n") == 1
