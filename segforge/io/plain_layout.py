@@ -104,9 +104,12 @@ def pair_cases(images: list[SourceEntry], labels: list[SourceEntry], subset: str
         n = len(next(iter(grouped.values())))
         if num_channels is not None and n != num_channels:
             grouped = None
-    single = {e.stem: [e] for e in images}
-    if len(single) != len(images):
-        raise InputError("two entries with the same name (an image file and a folder?)", images_dir)
+    single: dict[str, list[SourceEntry]] = {}
+    for e in images:
+        if e.stem in single:
+            raise InputError(f"{single[e.stem][0].path.name} and {e.path.name} give the same case name "
+                             f"{e.stem!r}; keep one of them", images_dir)
+        single[e.stem] = [e]
     if match == "sorted":
         options = [g for g in (grouped, single) if g is not None]
         cases = options[0] if len(options[0]) == len(labels) or not labels else options[-1]

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from segforge.cli._runner import run_command
+from segforge.errors import InputError
 from segforge.cli.import_dataset import main
 from segforge.io import Geometry, RawDataset, read_image, verify_dataset, verify_or_raise, write_image
 from segforge.io.importer import assign_split, import_plain_dataset, parse_split_fractions
@@ -157,6 +158,13 @@ def test_sorted_matching(tmp_path, raw):
     ds = RawDataset.open(906)
     assert ds.dataset_json["segforge_import"]["cases"]["scan10"]["label"] == "labels/m_b.nii.gz"
     assert verify_dataset(ds, num_processes=1, progress=False) == []
+    (src / "labels" / "m_b.nii.gz").unlink()
+    write_image(image(0), geom(0), src / "images" / "scan2.nrrd")
+    with pytest.raises(InputError, match="scan2.nii.gz and scan2.nrrd give the same case name 'scan2'"):
+        import_plain_dataset(src, 909, "Sorted", modality="CT", match="sorted", num_processes=1, progress=False)
+    (src / "images" / "scan2.nrrd").unlink()
+    with pytest.raises(InputError, match="3 images but 2 labels in .*--match sorted pairs them in order"):
+        import_plain_dataset(src, 909, "Sorted", modality="CT", match="sorted", num_processes=1, progress=False)
 
 
 def test_multichannel_and_dicom_series(tmp_path, raw):
