@@ -56,6 +56,7 @@ class Predictor:
 
     ``folds`` None: every fold with a checkpoint. ``checkpoint``: ``final`` (falls back to
     ``latest`` with a warning), ``best`` or ``latest``. ``tta``: mirror over all spatial axes.
+    ``progress``: a bar over each case's windows.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Predictor:
         tta: bool = True,
         step: float = 0.5,
         window_batch: int | None = None,
+        progress: bool = False,
     ):
         self.model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
         self.plans = self.model.plans
@@ -76,6 +78,7 @@ class Predictor:
         self.checkpoint = checkpoint
         self.tta = tta
         self.step = step
+        self.progress = progress
         self.num_classes = self.plans.num_classes
         self.mirror_axes = tuple(range(self.configuration.dims)) if tta else ()
         batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
@@ -153,6 +156,7 @@ class Predictor:
             logits = sliding_window_logits(
                 network, data, patch, self.step, self.mirror_axes, self.window_batch,
                 device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
+                progress=self.progress,
             )
             probabilities = torch.softmax(logits, dim=0)
             del logits

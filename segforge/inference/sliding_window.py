@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from segforge.inference.gaussian import gaussian_importance_map
 
@@ -125,13 +126,15 @@ def sliding_window_logits(
     device: str | torch.device | None = None,
     accumulate_device: str | torch.device | None = None,
     num_classes: int | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Importance-weighted mean logits ``(K, z, y, x)`` of ``network`` over ``data (C, z, y, x)``.
 
     ``patch_size`` is ``(z, y, x)`` for a 3D network or ``(y, x)`` for a 2D one (then every
     slice is predicted; ``mirror_axes`` count the network's spatial axes: ``(0, 1)`` for 2D).
     An image smaller than the patch is zero-padded (centred) and the result cropped back.
-    The result lies on ``accumulate_device`` (default: ``device``).
+    The result lies on ``accumulate_device`` (default: ``device``). ``progress`` shows a bar
+    counting windows (on a GPU it counts launches, which run ahead of the device).
     """
     device = torch.device(device) if device is not None else _device_of(network)
     accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else device
@@ -148,7 +151,8 @@ def sliding_window_logits(
     importance = gaussian_importance_map(window, device=accumulate_device)
     windows = list(iter_windows(data.shape[1:], window, step))
     accumulator = None
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    bar = tqdm(total=len(windows), desc="windows", unit="win", leave=False, disable=not progress)
+    with bar, torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             batch = torch.stack([data[(slice(None), *w)] for w in chunk]).to(device, non_blocking=True)
@@ -161,6 +165,7 @@ def sliding_window_logits(
                 k = num_classes or logits.shape[1]
                 accumulator = LogitAccumulator(k, data.shape[1:], importance, accumulate_device)
             accumulator.add(logits, chunk)
+            bar.update(len(chunk))
         result = accumulator.result()
     return result[(slice(None), *crop)]
 
