@@ -67,6 +67,9 @@ def find_subsets(source: Path) -> dict[str, Path]:
     if (source / "images").is_dir():
         return {"": source}
     found = {s: source / s for s in SUBSETS if (source / s / "images").is_dir()}
+    if "train" not in found and (source / "imagesTr").is_dir():
+        raise InputError("this is already a raw dataset (imagesTr/); copy or link it into segforge_raw as "
+                         "DatasetNNN_Name instead of importing it", source)
     if "train" not in found:
         raise InputError("expected images/ and labels/ in the source folder, or train/ (val/ test/) each holding "
                          "images/ and labels/", source)

@@ -265,6 +265,9 @@ def test_undeclared_labels_missing_channel_and_places(tmp_path, raw, capsys):
     (tmp_path / "flat").mkdir()
     code, _, err = run_cli(capsys, "-i", tmp_path / "flat", "-d", 913, "-n", "X")
     assert code == 2 and "expected images/ and labels/" in err
+    (tmp_path / "flat" / "imagesTr").mkdir()
+    code, _, err = run_cli(capsys, "-i", tmp_path / "flat", "-d", 913, "-n", "X")
+    assert code == 2 and "this is already a raw dataset (imagesTr/)" in err
     code, _, err = run_cli(capsys, "-i", raw, "-d", 913, "-n", "X")
     assert code == 2 and "overlap" in err
 
