@@ -123,7 +123,12 @@ def _segmentation_configuration(
         "resampling": "see resampling.why",
         "median_shape": f"median shape after cropping to non-zero, at spacing {spacing}",
         "crop_to_nonzero": f"True: cropping to the non-zero region removes {removed:.0%} of the median image",
-        "data_identifier": f"preprocessed cases in ./{name}",
+        "data_identifier": (
+            "3d_fullres: same spacing, cropping, normalisation and resampling, so the 2d slices are cut from "
+            "the 3d_fullres cases"
+            if dims == 2
+            else "preprocessed cases in ./3d_fullres"
+        ),
     }
     configuration = Configuration(
         name=name,
@@ -136,7 +141,7 @@ def _segmentation_configuration(
         resampling=resampling_settings(median_spacing, spacing),
         median_shape=median_shape,
         crop_to_nonzero=True,
-        data_identifier=name,
+        data_identifier="3d_fullres",
         why=why,
     )
     _apply_segmentation_overrides(configuration, overrides, budget, in_channels, classes, dataset_voxels)

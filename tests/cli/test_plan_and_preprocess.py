@@ -95,3 +95,19 @@ def test_synthetic_organs_end_to_end(folders, capsys):
             props = json.loads((folder / f"{case}.json").read_text())
             assert props["plans_version"] == configuration.version()
             assert (folder / f"{case}.npy").is_file() and (folder / f"{case}_seg.npy").is_file()
+
+
+@pytest.mark.slow
+def test_forced_cascade_preprocesses_locator_and_segmenter(folders, capsys):
+    make_synthetic_dataset(906, "Small", kind="small_target", num_train=2, num_test=0, shape=(24, 48, 48),
+                           raw_root=folders / "raw")
+    code = main(["-d", "906", "-np", "1", "--gpu-memory-gb", "0.5", "--default-configuration", "cascade_fullres"])
+    assert code == 0, capsys.readouterr().err
+    out = folders / "pre" / "Dataset906_Small"
+    plans = Plans.load(out / "plans.json")
+    assert plans.default_configuration == "cascade_fullres"
+    for name in ("locator", "cascade_fullres"):
+        configuration = plans.configuration(name)
+        props = json.loads((out / configuration.data_identifier / "case_000.json").read_text())
+        assert props["preprocessed_spacing"] == pytest.approx(configuration.spacing, rel=0.05)  # shapes are whole voxels
+    assert not (out / "3d_fullres").exists()

@@ -237,3 +237,12 @@ def test_plan_is_deterministic_and_pure(fingerprint_factory):
     before = copy.deepcopy(fp)
     assert plan_experiment(fp).to_dict() == plan_experiment(fp).to_dict()
     assert fp == before
+
+
+def test_2d_shares_the_3d_fullres_cases(fingerprint_factory):
+    from segforge.preprocessing.case import preprocessing_version
+
+    plans = plan_experiment(fingerprint_factory(**ANISOTROPIC, modality="CT"))
+    flat, full = plans.configuration("2d"), plans.configuration("3d_fullres")
+    assert flat.data_identifier == full.data_identifier == "3d_fullres"
+    assert preprocessing_version(flat) == preprocessing_version(full)
