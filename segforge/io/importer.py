@@ -92,6 +92,9 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
         split_why = None
     num_channels = len(cases[0].images)
 
+    if dest.exists() and not overwrite:
+        _refuse_early(dest, source, cases)
+
     # 2. names and user choices
     src_json = _source_dataset_json(source)
     channel_names = _channel_names(modality, num_channels, src_json)
@@ -173,6 +176,22 @@ def sanitize_case_name(stem: str) -> str:
 
 
 # ---------------------------------------------------------------------------- steps
+def _cases_record(cases: list[SourceCase], source: Path) -> dict:
+    return {c.name: {"subset": c.subset or "train", "images": [str(e.path.relative_to(source)) for e in c.images],
+                     "label": str(c.label.path.relative_to(source)) if c.label else None} for c in cases}
+
+
+def _refuse_early(dest: Path, source: Path, cases: list[SourceCase]) -> None:
+    """An existing dataset made from other files can be refused before converting anything."""
+    try:
+        previous = json.loads((dest / "dataset.json").read_text()).get("segforge_import", {})
+    except (OSError, json.JSONDecodeError):
+        previous = {}
+    if previous.get("source") != str(source) or previous.get("cases") != _cases_record(cases, source):
+        raise InputError("dataset folder exists with different content; pass --overwrite to replace it "
+                         "(or pick another id/name)", dest)
+
+
 def _check_places(source: Path, dest: Path, raw_root: Path, dataset_id: int, folder_name: str) -> None:
     src, dst, root = source.resolve(), dest.resolve(), raw_root.resolve()
     if src == dst or src in dst.parents or dst in src.parents or src in root.parents or src == root:
@@ -349,8 +368,7 @@ def _finish(tmp, source, cases, tasks, results, channel_names, label_names, spli
         "source": str(source),
         "match": match,
         "decisions": decisions,
-        "cases": {c.name: {"subset": c.subset or "train", "images": [str(e.path.relative_to(source)) for e in c.images],
-                           "label": str(c.label.path.relative_to(source)) if c.label else None} for c in cases},
+        "cases": _cases_record(cases, source),
     }
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -122,6 +122,11 @@ def test_pre_split_layout(tmp_path, raw):
     assert tests["p4"].label_file is not None and tests["p5"].label_file is None
     assert [c.name for c in ds.training_cases()] == ["p0", "p1", "p2", "p3"]
     verify_or_raise(ds, num_processes=1, progress=False)
+    other = tmp_path / "other"
+    add_case(other, "q.nii.gz", "q.nii.gz", 0)
+    with pytest.raises(InputError, match="Dataset902_Split: dataset folder exists with different content"):
+        import_plain_dataset(other, 902, "Split", modality="T2", num_processes=1, progress=False)
+    assert [c.name for c in RawDataset.open(902).training_cases()] == ["p0", "p1", "p2", "p3"]
 
 
 def test_split_percentages_are_deterministic(tmp_path, raw, capsys):
