@@ -156,8 +156,8 @@ def organs_phantom(grid: PhantomGrid, half_fov, rng: np.random.Generator) -> np.
         return value + rng.uniform(-amount, amount) * h
 
     for side in (-1.0, 1.0):
-        centre = (jitter(-0.35 * hz, hz), jitter(0.22 * hy, hy), jitter(side * 0.45 * hx, hx))
-        radii = [f * h * rng.uniform(0.9, 1.1) for f, h in zip((0.28, 0.16, 0.13), half_fov)]
+        centre = (jitter(-0.38 * hz, hz), jitter(0.22 * hy, hy), jitter(side * 0.45 * hx, hx))
+        radii = [f * h * rng.uniform(0.9, 1.1) for f, h in zip((0.32, 0.19, 0.16), half_fov)]
         _paint_ellipsoid(tissue, grid, Tissue.KIDNEY, centre, radii, rng, angle=side * rng.uniform(0.1, 0.4),
                          where=inner)
 
@@ -167,14 +167,14 @@ def organs_phantom(grid: PhantomGrid, half_fov, rng: np.random.Generator) -> np.
                              where=inner)
 
     # the gallbladder overlaps the liver's medial edge and is painted after it, so the two touch
-    gb_r = [f * h * rng.uniform(0.9, 1.1) for f, h in zip((0.26, 0.18, 0.15), half_fov)]
+    gb_r = [f * h * rng.uniform(0.9, 1.1) for f, h in zip((0.28, 0.20, 0.17), half_fov)]
     gb_c = (liver_c[0] - 0.2 * liver_r[0], liver_c[1] + 0.2 * liver_r[1], liver_c[2] + 0.85 * liver_r[2] + 0.5 * gb_r[2])
     _paint_ellipsoid(tissue, grid, Tissue.GALLBLADDER, gb_c, gb_r, rng, roughness=0.06, where=inner)
 
     # the lesion lies strictly inside the liver: painted only where the eroded liver is
     liver_core = ndimage.binary_erosion(liver & (tissue == Tissue.LIVER), iterations=1)
     lesion_c = tuple(c + rng.uniform(-0.25, 0.25) * r for c, r in zip(liver_c, liver_r))
-    lesion_r = [0.32 * r * rng.uniform(0.85, 1.15) for r in liver_r]
+    lesion_r = [0.40 * r * rng.uniform(0.85, 1.15) for r in liver_r]
     _paint_ellipsoid(tissue, grid, Tissue.LESION, lesion_c, lesion_r, rng, roughness=0.15, where=liver_core)
     return tissue
 
