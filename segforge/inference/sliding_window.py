@@ -81,8 +81,11 @@ def predict_batch(network: torch.nn.Module, batch: torch.Tensor, mirror_axes: Se
         x = torch.flip(batch, dims) if dims else batch
         y = network(x)
         y = (torch.flip(y, dims) if dims else y).float()
-        total = y if total is None else total + y
-    return total / len(flips) if len(flips) > 1 else total
+        if total is None:  # a copy: the network's output may be a view of its input
+            total = y.clone() if len(flips) > 1 else y
+        else:
+            total.add_(y)
+    return total.div_(len(flips)) if len(flips) > 1 else total
 
 
 class LogitAccumulator:
@@ -103,7 +106,7 @@ class LogitAccumulator:
         # an asynchronous copy is only safe towards the GPU (a GPU->CPU one may be read too early)
         logits = logits.to(self.device, torch.float32, non_blocking=self.device.type == "cuda")
         for b, window in enumerate(windows):
-            self.logits[(slice(None), *window)] += logits[b] * self.importance
+            self.logits[(slice(None), *window)].addcmul_(logits[b], self.importance)
             self.weights[window] += self.importance
 
     def result(self) -> torch.Tensor:
