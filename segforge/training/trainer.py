@@ -119,9 +119,24 @@ class SegmentationTrainer:
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.data_folder = self.preprocessed_dir / self.configuration.data_identifier
         cases = list_preprocessed_cases(self.data_folder)
+        self._check_preprocessing(cases)
         splits = load_or_create_splits(self.preprocessed_dir, cases, self._predefined_split())
         self.train_cases, self.val_cases = fold_cases(splits, self.fold, cases)
         self.store = CaseStore(self.data_folder)
+
+    def _check_preprocessing(self, cases: list[str]) -> None:
+        """The first case must have been preprocessed with this configuration's settings."""
+        from segforge.preprocessing.case import preprocessing_version
+
+        if not cases:
+            raise InputError("no preprocessed training cases; run segforge_plan_and_preprocess", self.data_folder)
+        path = self.data_folder / f"{cases[0]}.json"
+        try:
+            made_with = json.loads(path.read_text()).get("preprocessing_version")
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read case properties ({exc})", path) from None
+        if made_with is not None and made_with != preprocessing_version(self.configuration):
+            raise InputError("preprocessed with other plans; run segforge_plan_and_preprocess again", path)
 
     def build_network(self) -> torch.nn.Module:
         return build_network(self.configuration, self.plans.num_channels, self.num_classes)
@@ -336,7 +351,7 @@ class SegmentationTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore network, optimiser, schedule, grad scaler, RNG states and log; training goes on at epoch + 1."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path)  # on the CPU: RNG states must stay CPU tensors
         if ckpt.get("plans_version") != self.configuration.version():
             raise InputError("the plans changed since this checkpoint was written; train without --continue", path)
         self.network.load_state_dict(ckpt["network_state"])
