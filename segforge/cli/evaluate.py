@@ -39,12 +39,27 @@ def main(argv=None) -> int:
         summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, args.num_processes)
         output = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
         save_summary(summary, output)
-        print(format_table(summary))
+        print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
         print(f"summary written to {output}")
         not_scored = len(summary["missing_predictions"]) + len(summary["geometry_mismatches"]) + len(summary["unreadable"])
         return 1 if not_scored else 0
 
     return run_command(PROG, body)
+
+
+def _label_names(reference: Path, prediction: Path) -> dict[int, str]:
+    """Label names from a dataset.json beside the folders (raw dataset or model folder), if any."""
+    import json
+
+    for candidate in (reference.parent, prediction, prediction.parent):
+        path = candidate / "dataset.json"
+        if path.is_file():
+            try:
+                labels = json.loads(path.read_text()).get("labels", {})
+                return {int(v): str(k) for k, v in labels.items() if isinstance(v, int)}
+            except (json.JSONDecodeError, AttributeError, ValueError):
+                return {}
+    return {}
 
 
 if __name__ == "__main__":
