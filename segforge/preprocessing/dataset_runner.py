@@ -180,7 +180,7 @@ def preprocess_dataset(
 
 
 def _map(tasks: list, num_processes: int):
-    """``_run_task`` over ``tasks`` in this process or in a spawn pool, results as they finish."""
+    """``_run_task`` over ``tasks`` in this process or in a worker pool, results as they finish."""
     if not tasks:
         return
     processes = max(1, min(int(num_processes), len(tasks)))
@@ -189,5 +189,19 @@ def _map(tasks: list, num_processes: int):
             yield _run_task(task)
         return
     threads = max(1, (os.cpu_count() or 1) // processes)
-    with mp.get_context("spawn").Pool(processes, initializer=_worker_init, initargs=(threads,)) as pool:
+    with _context().Pool(processes, initializer=_worker_init, initargs=(threads,)) as pool:
         yield from pool.imap_unordered(_run_task, tasks, chunksize=1)
+
+
+def _context():
+    """Fresh worker processes without this process's threads (torch/OpenMP are not fork-safe).
+
+    A fork server imports torch and segforge once and forks the workers from that clean
+    process, which is much faster than every spawned worker importing them again; where
+    there is no fork server (Windows), workers are spawned.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return mp.get_context("spawn")
