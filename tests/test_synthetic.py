@@ -140,6 +140,17 @@ def test_cli_writes_dataset_and_reports_bad_input(tmp_path, monkeypatch, capsys)
     assert "at least 8 voxels" in capsys.readouterr().err
 
 
+def test_replaces_only_synthetic_folders(tmp_path):
+    folder = make_synthetic_dataset(1, "A", num_train=1, num_test=0, shape=SMALL, seed=1, raw_root=tmp_path)
+    again = make_synthetic_dataset(1, "A", num_train=2, num_test=0, shape=SMALL, seed=1, raw_root=tmp_path)
+    assert again == folder and len(list((folder / "labelsTr").iterdir())) == 2
+    real = tmp_path / "Dataset002_Real"
+    (real / "imagesTr").mkdir(parents=True)
+    with pytest.raises(InputError, match="not a synthetic dataset"):
+        make_synthetic_dataset(2, "Real", num_train=1, num_test=0, shape=SMALL, raw_root=tmp_path)
+    assert (real / "imagesTr").is_dir()
+
+
 def test_unknown_kind_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="choose one of organs, small_target"):
         make_synthetic_dataset(1, "A", kind="brain", raw_root=tmp_path)

@@ -84,7 +84,7 @@ def make_synthetic_dataset(
     components, a lesion nested in the liver) or ``"small_target"`` (one 1-2 cm target
     among look-alikes in a large volume). ``shape``: ``(z, y, x)`` voxels per case (default
     from ``size``: ``"small"`` generates in seconds, ``"realistic"`` is larger). An existing
-    folder of the same name is replaced.
+    synthetic dataset of the same name is replaced; any other existing folder is refused.
     """
     if kind not in KINDS:
         raise InputError(f"unknown synthetic kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -99,6 +99,9 @@ def make_synthetic_dataset(
         raise InputError(f"shape must be three sizes (z, y, x) of at least 8 voxels, got {shape}")
 
     folder = Path(raw_root or paths.raw_root()) / paths.dataset_folder_name(dataset_id, name)
+    if folder.exists() and not (folder / "synthetic_truth.json").is_file():
+        raise InputError("folder exists and is not a synthetic dataset; not replacing it (pick another id or name)",
+                         folder)
     tmp = folder.parent / f".tmp-{uuid.uuid4().hex[:8]}-{folder.name}"
     nominal = default_spacing(kind, anisotropic)
     half_fov = tuple(n * s / 2.0 for n, s in zip(shape, nominal))
