@@ -60,11 +60,11 @@ def predict(
     images,
     model_folder: str | os.PathLike | None = None,
     dataset: str | int | None = None,
-    configuration: str | None = None,
     folds: Sequence[str | int] | None = None,
     checkpoint: str = "final",
     device: str | None = None,
     tta: bool = True,
+    configuration: str | None = None,
     return_probabilities: bool = False,
     predictor: Predictor | None = None,
 ) -> list[Prediction]:
