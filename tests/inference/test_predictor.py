@@ -128,3 +128,37 @@ def test_out_of_memory_on_the_device_falls_back_to_cpu_accumulation(folders, mod
     monkeypatch.setattr(Predictor, "_accumulation_device", lambda self, shape: torch.device("meta"))
     torch.testing.assert_close(predictor.predict_preprocessed(data, properties), expected)
     assert tried == ["meta", "cpu"]
+
+
+def test_resampled_plan_still_predicts_on_the_input_grid(folders):
+    """Plan spacing differs from the image's: the prediction is resampled back onto the input grid."""
+    from segforge.evaluation.metrics import dice
+
+    folder = write_model_folder(folders / "results", tiny_plans(spacing=(1.5, 1.6, 0.9)))
+    predictor = Predictor(folder, tta=False)
+    predictor.networks = [Threshold()]
+    image, geometry = box_image(), odd_geometry()
+    data, properties = predictor.preprocess(image[None], geometry)
+    assert data.shape[1:] != image.shape  # really resampled
+    labels, probabilities = predictor.predict_case(image, geometry, return_probabilities=True)
+    assert labels.shape == geometry.shape and probabilities.shape == (2, *geometry.shape)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    # the threshold sits at 8 % of the box height, so blur from resampling grows the box by at
+    # most one voxel; a shifted grid would miss part of the box or move its centre
+    box, found = image > 0, labels == 1
+    assert (box & found).sum() == box.sum()
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        b, f = np.flatnonzero(box.any(others)), np.flatnonzero(found.any(others))
+        assert b[0] - 1 <= f[0] and f[-1] <= b[-1] + 1
+    assert dice(box, found) > 0.75
+
+
+def test_device_errors_are_input_errors():
+    from segforge.inference.predictor import pick_device
+
+    with pytest.raises(InputError, match="unknown device"):
+        pick_device("gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            pick_device("cuda")
