@@ -259,10 +259,15 @@ def _onehot_linear_argmax(labels: np.ndarray, new_shape: tuple[int, int, int]) -
             new_slices.append(slice(j0, j1))
             local.append(matrices[axis][j0:j1, lo:hi])
         else:
-            weight = torch.from_numpy(labels[tuple(old_slices)] == c).to(torch.float32)[None]
-            for axis in sorted(range(3), key=lambda a: local[a].shape[0] / local[a].shape[1]):
-                weight = _apply_matrix(weight, axis + 1, local[axis])
-            weight = weight[0]
+            if all(sl.stop - sl.start == n for sl, n in zip(new_slices, new_shape)):
+                # the class reaches every new voxel: trilinear over the whole volume is cheaper
+                indicator = torch.from_numpy(labels == c).to(torch.float32)[None, None]
+                weight = F.interpolate(indicator, size=new_shape, mode="trilinear", align_corners=False)[0, 0]
+            else:
+                weight = torch.from_numpy(labels[tuple(old_slices)] == c).to(torch.float32)[None]
+                for axis in sorted(range(3), key=lambda a: local[a].shape[0] / local[a].shape[1]):
+                    weight = _apply_matrix(weight, axis + 1, local[axis])
+                weight = weight[0]
             sub = tuple(new_slices)
             better = weight > best[sub]
             torch.maximum(best[sub], weight, out=best[sub])

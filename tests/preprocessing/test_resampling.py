@@ -141,3 +141,18 @@ def test_onehot_labels_match_a_full_volume_reference(new_shape):
     out = resample_label(seg, new_shape)
     np.testing.assert_array_equal(out[clear], reference[clear])
     assert clear.mean() > 0.9
+
+
+def test_onehot_labels_spread_over_the_whole_volume():
+    # classes everywhere take the whole-volume path; the result equals the box path's rule
+    rng = np.random.default_rng(5)
+    seg = ndi.zoom(rng.integers(0, 3, (4, 5, 6)), 3, order=0).astype(np.int16)
+    new_shape = (7, 25, 13)
+    onehot = torch.from_numpy(np.stack([(seg == c) for c in range(3)]).astype(np.float32))
+    weights = torch.nn.functional.interpolate(onehot[None], size=new_shape, mode="trilinear",
+                                              align_corners=False)[0].numpy()
+    top2 = np.sort(weights, axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 1e-5
+    out = resample_label(seg, new_shape)
+    np.testing.assert_array_equal(out[clear], weights.argmax(0)[clear])
+    assert set(np.unique(out)) == {0, 1, 2}
