@@ -15,6 +15,7 @@ with ``cascade`` settings.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -119,18 +120,26 @@ class Predictor:
     def predict_preprocessed(self, data: np.ndarray | torch.Tensor, properties: dict) -> torch.Tensor:
         """Softmax probabilities ``(K, z, y, x)`` on the preprocessed grid, mean over folds.
 
-        The image-sized buffers stay on the GPU when the estimate fits (else, or on an
-        out-of-memory error, they move to CPU memory and only windows travel).
+        The image-sized buffers stay on the GPU when the estimate fits. On an out-of-memory
+        error they move to CPU memory (only windows travel), and then one window per forward
+        pass is tried before giving up; the smaller batch is kept for later cases.
         """
         data = torch.as_tensor(np.asarray(data, dtype=np.float32))
         accumulate = self._accumulation_device(tuple(data.shape))
-        try:
-            return self._fold_mean(data, accumulate)
-        except torch.OutOfMemoryError:
-            if accumulate.type == "cpu":
-                raise
-            torch.cuda.empty_cache()
-            return self._fold_mean(data, torch.device("cpu"))
+        while True:
+            try:
+                return self._fold_mean(data, accumulate, self.window_batch)
+            except torch.OutOfMemoryError:
+                if accumulate.type == "cpu" and self.window_batch == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if accumulate.type != "cpu":
+                    warnings.warn("out of GPU memory: accumulating this case in CPU memory", stacklevel=2)
+                    accumulate = torch.device("cpu")
+                else:
+                    warnings.warn("out of memory: predicting one window at a time from now on", stacklevel=2)
+                    self.window_batch = 1
 
     def restore(self, probabilities: torch.Tensor, properties: dict, keep_probabilities: bool = False):
         """``(labels (Z, Y, X), probabilities (K, Z, Y, X) | None)`` on the original grid."""
@@ -148,13 +157,13 @@ class Predictor:
         return self.restore(probabilities, properties, return_probabilities)
 
     # ------------------------------------------------------------------ helpers
-    def _fold_mean(self, data: torch.Tensor, accumulate: torch.device) -> torch.Tensor:
+    def _fold_mean(self, data: torch.Tensor, accumulate: torch.device, window_batch: int) -> torch.Tensor:
         patch = self.configuration.patch_size
         data = data.to(accumulate)
         total = None
         for network in self.networks:
             logits = sliding_window_logits(
-                network, data, patch, self.step, self.mirror_axes, self.window_batch,
+                network, data, patch, self.step, self.mirror_axes, window_batch,
                 device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
                 progress=self.progress,
             )

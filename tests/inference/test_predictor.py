@@ -111,23 +111,26 @@ def test_2d_configuration_predicts_slice_by_slice(folders):
     np.testing.assert_array_equal(labels, (box_image() > 0).astype(np.uint8))
 
 
-def test_out_of_memory_on_the_device_falls_back_to_cpu_accumulation(folders, model_folder, monkeypatch):
-    predictor = Predictor(model_folder, tta=False)
+def test_out_of_memory_falls_back_to_cpu_accumulation_then_single_windows(folders, model_folder, monkeypatch):
+    predictor = Predictor(model_folder, tta=False, window_batch=3)
     data, properties = predictor.preprocess(box_image()[None], odd_geometry())
     expected = predictor.predict_preprocessed(data, properties)
     tried = []
     real = Predictor._fold_mean
 
-    def fold_mean(self, data, accumulate):
-        tried.append(accumulate.type)
-        if accumulate.type != "cpu":
+    def fold_mean(self, data, accumulate, window_batch):
+        tried.append((accumulate.type, window_batch))
+        if accumulate.type != "cpu" or window_batch > 1:
             raise torch.OutOfMemoryError("simulated")
-        return real(self, data, accumulate)
+        return real(self, data, accumulate, window_batch)
 
     monkeypatch.setattr(Predictor, "_fold_mean", fold_mean)
     monkeypatch.setattr(Predictor, "_accumulation_device", lambda self, shape: torch.device("meta"))
-    torch.testing.assert_close(predictor.predict_preprocessed(data, properties), expected)
-    assert tried == ["meta", "cpu"]
+    with pytest.warns(UserWarning, match="out of"):
+        result = predictor.predict_preprocessed(data, properties)
+    torch.testing.assert_close(result, expected)
+    assert tried == [("meta", 3), ("cpu", 3), ("cpu", 1)]
+    assert predictor.window_batch == 1
 
 
 def test_resampled_plan_still_predicts_on_the_input_grid(folders):
