@@ -1,0 +1,93 @@
+"""Each benchmark script runs end to end with --smoke and writes plausible JSON (the figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py", "bench_inference.py"]
+
+
+def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    for name, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
+        env[name] = str(tmp_path / "unused" / sub)  # the scripts set their own under --workdir
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _smoke(script: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "result.json"
+    proc = _run([str(BENCHMARKS / script), "--smoke", "--workdir", str(tmp_path / "work"), "--out", str(out), *extra],
+                tmp_path, timeout=900)
+    assert f"written: {out}" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("python ") and "--smoke" in result["command"]
+    assert result["machine"]["cpu_count"] >= 1
+    assert not (tmp_path / "work" / "raw").exists(), "scratch data should be removed without --keep"
+    return result
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_names_smoke_and_out(script, tmp_path):
+    text = _run([str(BENCHMARKS / script), "--help"], tmp_path, timeout=60).stdout
+    assert "--smoke" in text and "--out" in text
+
+
+@pytest.mark.slow
+def test_preprocessing_smoke(tmp_path):
+    r = _smoke("bench_preprocessing.py", tmp_path)
+    assert r["plan_and_preprocess"]["cases_per_second"] > 0
+    assert r["plan_and_preprocess"]["peak_rss_gib"] > 0.05  # at least the Python process with torch
+    assert r["preprocess_only"]["seconds"] > 0
+    for row in r["resampling"]:
+        assert row["segforge_seconds"] > 0 and row["scipy_seconds"] > 0
+        assert row["mean_abs_difference_vs_scipy_centred"] < 1e-3  # the same cubic B-spline on the same grid
+
+
+@pytest.mark.slow
+def test_dataloader_smoke(tmp_path):
+    r = _smoke("bench_dataloader.py", tmp_path)
+    assert [row["workers"] for row in r["loader"]] == [0, 1]
+    assert all(row["patches_per_second"] == pytest.approx(2 * row["batches_per_second"]) for row in r["loader"])
+
+
+@pytest.mark.slow
+def test_training_smoke_and_dataloader_comparison(tmp_path):
+    r = _smoke("bench_training.py", tmp_path)
+    assert r["patch_size"] == [16, 32, 32] and r["batch_size"] == 2
+    assert r["end_to_end"]["iters_per_second"] > 0 and r["compute_only"]["iters_per_second"] > 0
+    training_json = tmp_path / "training.json"
+    (tmp_path / "result.json").rename(training_json)
+    loader = _smoke("bench_dataloader.py", tmp_path, "--training-json", str(training_json))
+    assert loader["trainer"]["compute_only_iters_per_second"] == r["compute_only"]["iters_per_second"]
+    assert all(row["supply_over_demand"] > 0 for row in loader["loader"])
+
+
+@pytest.mark.slow
+def test_inference_smoke(tmp_path):
+    r = _smoke("bench_inference.py", tmp_path)
+    single = r["single_stage"]
+    assert single["cases_timed"] == 1 and single["seconds_per_case"] > 0
+    cascade = r["cascade"]
+    assert cascade["available"], cascade.get("why")
+    assert cascade["cascade_fullres"]["seconds_per_case"] > 0 and cascade["3d_fullres"]["seconds_per_case"] > 0
+
+
+@pytest.mark.slow
+def test_compare_nnunet_smoke(tmp_path):
+    work = tmp_path / "work"
+    _run([str(BENCHMARKS / "compare_nnunet.py"), "--smoke", "--workdir", str(work)], tmp_path, timeout=1500)
+    result = json.loads((work / "compare_nnunet.json").read_text())
+    sf = result["segforge"]
+    assert sf["plan_seconds"] > 0 and sf["iters_per_second"] > 0 and sf["predict_seconds_per_case"] > 0
+    assert 0 <= sf["dice"] <= 1
