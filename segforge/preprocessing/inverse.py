@@ -10,6 +10,7 @@ per axis, preprocessed index ``i`` lies at original index ``(i + 0.5) * s - 0.5 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from segforge.io.geometry import Geometry
 from segforge.preprocessing.resampling import resample_label, resample_probabilities
@@ -62,12 +63,14 @@ def restore_to_original(
 
     * ``is_label=False``: ``array (K, z, y, x)`` class probabilities, resampled linearly to
       the crop and pasted into ``(K, Z, Y, X)`` float32 that is background (class 0 = 1,
-      others 0) outside the crop. Probabilities keep summing to 1.
+      others 0) outside the crop. Probabilities keep summing to 1. A torch tensor is
+      restored on its own device and returned as a tensor.
     * ``is_label=True``: ``array (z, y, x)`` labels, resampled with ``label_mode``
       (``"linear_onehot"``: smoother boundaries; or ``"nearest"``) and pasted into
       ``(Z, Y, X)`` of the same dtype, 0 outside the crop.
     """
-    array = np.asarray(array)
+    if not isinstance(array, torch.Tensor):
+        array = np.asarray(array)
     target = tuple(int(s) for s in properties["original_geometry"]["shape"])
     crop_shape = tuple(int(s) for s in properties["shape_after_crop"])
     grid_shape = tuple(int(s) for s in properties["preprocessed_shape"])
@@ -75,7 +78,16 @@ def restore_to_original(
     spatial = array.shape if is_label else array.shape[1:]
     if array.ndim != (3 if is_label else 4) or tuple(spatial) != grid_shape:
         expected = "(z, y, x)" if is_label else "(K, z, y, x)"
-        raise ValueError(f"expected {expected} on the preprocessed grid {grid_shape}, got shape {array.shape}")
+        raise ValueError(f"expected {expected} on the preprocessed grid {grid_shape}, got shape {tuple(array.shape)}")
+    if isinstance(array, torch.Tensor):
+        if is_label:
+            array = array.cpu().numpy()
+        else:
+            restored = resample_probabilities(array.float(), crop_shape)
+            out = torch.zeros((array.shape[0],) + target, dtype=torch.float32, device=array.device)
+            out[0] = 1.0
+            out[(slice(None),) + crop] = restored
+            return out
     if is_label:
         restored = resample_label(array, crop_shape, mode=label_mode)
         out = np.zeros(target, dtype=array.dtype)

@@ -131,8 +131,8 @@ def _resample_axis(t: torch.Tensor, axis: int, n_new: int, order: int) -> torch.
     if n_new == n_old:
         return t
     if order == 0:
-        return torch.index_select(t, axis, torch.from_numpy(_nearest_indices(n_old, n_new)))
-    return _apply_matrix(t, axis, torch.from_numpy(_matrix(n_old, n_new, order)).to(t.dtype))
+        return torch.index_select(t, axis, torch.from_numpy(_nearest_indices(n_old, n_new)).to(t.device))
+    return _apply_matrix(t, axis, torch.from_numpy(_matrix(n_old, n_new, order)).to(t.device, t.dtype))
 
 
 def _check_order(order: int) -> int:
@@ -165,20 +165,27 @@ def _resample_batched(
 
 
 def resample_image(
-    data: np.ndarray,
+    data: np.ndarray | torch.Tensor,
     new_shape,
     order: int = 3,
     separate_axis: int | None = None,
     separate_axis_order: int = 0,
-) -> np.ndarray:
+) -> np.ndarray | torch.Tensor:
     """Resample ``data (C, z, y, x)`` to ``(C, *new_shape)`` float32 with spline ``order``.
 
     ``separate_axis`` (0, 1 or 2 = z, y, x) is resampled with ``separate_axis_order`` instead.
+    A torch tensor is resampled on its own device (a GPU: in milliseconds) and returned as a
+    tensor; a numpy array comes back as a numpy array.
     """
-    data = np.asarray(data)
     if data.ndim != 4:
-        raise ValueError(f"expected (C, z, y, x), got shape {data.shape}")
+        raise ValueError(f"expected (C, z, y, x), got shape {tuple(data.shape)}")
     new_shape = tuple(int(s) for s in new_shape)
+    if isinstance(data, torch.Tensor):
+        t = data.float()
+        if tuple(t.shape[1:]) == new_shape:
+            return t
+        return _resample_batched(t, new_shape, order, separate_axis, separate_axis_order)
+    data = np.asarray(data)
     if tuple(data.shape[1:]) == new_shape:
         return data.astype(np.float32, copy=False)
     t = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
@@ -187,9 +194,16 @@ def resample_image(
 
 
 def resample_probabilities(
-    probabilities: np.ndarray, new_shape, order: int = 1, separate_axis: int | None = None, separate_axis_order: int = 1
-) -> np.ndarray:
-    """Resample class probabilities ``(K, z, y, x)`` (linear by default: they stay in [0, 1])."""
+    probabilities: np.ndarray | torch.Tensor,
+    new_shape,
+    order: int = 1,
+    separate_axis: int | None = None,
+    separate_axis_order: int = 1,
+) -> np.ndarray | torch.Tensor:
+    """Resample class probabilities ``(K, z, y, x)`` (linear by default: they stay in [0, 1]).
+
+    Tensors stay on their device, as in :func:`resample_image`.
+    """
     return resample_image(probabilities, new_shape, order, separate_axis, separate_axis_order)
 
 

@@ -133,3 +133,15 @@ def test_restore_refuses_an_array_of_the_wrong_shape():
     _, seg, props = preprocess_case(image, geometry, make_configuration(), label)
     with pytest.raises(ValueError, match="preprocessed grid"):
         restore_to_original(seg[:-1], props, is_label=True)
+
+
+def test_tensors_are_restored_on_their_device_like_arrays():
+    image, label, geometry = make_case()
+    _, seg, props = preprocess_case(image, geometry, make_configuration(), label)
+    probabilities = np.stack([(seg == c).astype(np.float32) for c in range(3)])
+    expected = restore_to_original(probabilities, props, is_label=False)
+    restored = restore_to_original(torch.from_numpy(probabilities), props, is_label=False)
+    assert isinstance(restored, torch.Tensor)
+    np.testing.assert_allclose(restored.numpy(), expected, atol=1e-6)
+    labels = restore_to_original(torch.from_numpy(seg), props, is_label=True)
+    np.testing.assert_array_equal(labels, restore_to_original(seg, props, is_label=True))

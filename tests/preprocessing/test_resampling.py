@@ -156,3 +156,12 @@ def test_onehot_labels_spread_over_the_whole_volume():
     out = resample_label(seg, new_shape)
     np.testing.assert_array_equal(out[clear], weights.argmax(0)[clear])
     assert set(np.unique(out)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("order,separate", [(3, None), (3, 0), (1, None)])
+def test_tensor_input_gives_the_numpy_result(order, separate):
+    data = np.random.default_rng(6).normal(size=(2, 5, 9, 7)).astype(np.float32)
+    expected = resample_image(data, (8, 6, 11), order, separate)
+    out = resample_image(torch.from_numpy(data), (8, 6, 11), order, separate)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
