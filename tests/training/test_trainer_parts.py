@@ -105,3 +105,40 @@ def test_cli_answers_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
     assert train_cli.main(["998", "0"]) == 2
     err = capsys.readouterr().err
     assert "plans not found" in err and err.count("\n") == 1
+
+
+def test_budget_and_patience_stop_after_the_epoch():
+    import time
+
+    from segforge.training.trainer import SegmentationTrainer
+
+    plans = make_plans()
+    t = SegmentationTrainer(plans, "3d_fullres", 0, output_folder="unused/fold_0", device="cpu",
+                            options=TrainingOptions(epochs=10, max_minutes=1.0, patience=3), log=lambda *_: None)
+    t.history.epoch_seconds = [30.0]
+    assert not t._should_stop(0, time.monotonic() - 20)  # 20 s + another 30 s epoch fits in 60 s
+    assert t._should_stop(1, time.monotonic() - 40)  # 40 + 30 would not
+    assert not t._should_stop(9, time.monotonic() - 40)  # the last epoch: nothing to stop
+    t.options.max_minutes = None
+    t._epochs_since_best = 3
+    assert t._should_stop(4, time.monotonic())
+
+
+def test_segmentation_trainer_refuses_a_locator_configuration():
+    import dataclasses
+
+    from segforge.training.trainer import SegmentationTrainer
+
+    plans = make_plans()
+    plans.configurations["locator"] = dataclasses.replace(plans.configurations["3d_fullres"], name="locator",
+                                                          kind="locator", locator=LocatorSettings())
+    with pytest.raises(InputError, match="is a locator configuration"):
+        SegmentationTrainer(plans, "locator", 0, device="cpu")
+
+
+def test_tensorboard_without_the_package_says_what_to_install(tmp_path, monkeypatch):
+    from segforge.training.reporting import EpochReporter
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    with pytest.raises(InputError, match="pip install tensorboard"):
+        EpochReporter(tmp_path, ["a"], TrainingOptions(tensorboard=True))
