@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import blob_image, odd_geometry, tiny_plans, write_case, write_model_folder
+from inference_fixtures import blob_image, odd_geometry, tiny_plans, write_case, write_model_folder
 from segforge.cli.predict import main
 from segforge.io.image import read_image
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from conftest import DATASET, blob_image, odd_geometry, write_case
+from inference_fixtures import DATASET, blob_image, odd_geometry, write_case
 from segforge.inference.validation import validate_fold
 from segforge.io.image import read_image, write_image
 
