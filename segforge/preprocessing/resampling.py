@@ -231,7 +231,10 @@ def resample_label(
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(seg.shape) == new_shape:
         return seg.copy()
-    t = torch.from_numpy(np.ascontiguousarray(seg)).unsqueeze(0)
+    if seg.dtype.kind not in "iub":
+        raise ValueError(f"label maps hold integers, got {seg.dtype}")
+    work = seg if seg.dtype in (np.uint8, np.int8, np.int16, np.int32, np.int64) else seg.astype(np.int64)
+    t = torch.from_numpy(np.ascontiguousarray(work)).unsqueeze(0)  # (torch lacks most unsigned types)
     orders = [0 if mode == "nearest" else 1] * 3
     if separate_axis is not None and mode != "nearest":
         orders[separate_axis] = _check_order(min(int(separate_axis_order), 1))

@@ -165,3 +165,14 @@ def test_tensor_input_gives_the_numpy_result(order, separate):
     out = resample_image(torch.from_numpy(data), (8, 6, 11), order, separate)
     assert isinstance(out, torch.Tensor)
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.bool_])
+def test_label_dtypes_are_kept(dtype):
+    seg = np.zeros((4, 6, 6), dtype)
+    seg[1:3, 2:5, 2:5] = 1
+    for mode in ("linear_onehot", "nearest"):
+        out = resample_label(seg, (8, 12, 12), mode=mode)
+        assert out.dtype == dtype and out.sum() > 0
+    with pytest.raises(ValueError, match="integers"):
+        resample_label(seg.astype(np.float32), (8, 12, 12))
