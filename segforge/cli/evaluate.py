@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         save_summary(summary, output)
         print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
         print(f"summary written to {output}")
-        not_scored = len(summary["missing_predictions"]) + len(summary["geometry_mismatches"]) + len(summary["unreadable"])
+        not_scored = sum(len(summary[k]) for k in ("missing_predictions", "geometry_mismatches", "unreadable"))
         return 1 if not_scored else 0
 
     return run_command(PROG, body)

@@ -32,7 +32,15 @@ from segforge.errors import DatasetProblems, InputError
 from segforge.evaluation.metrics import class_metrics
 from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_image, split_ending
 
-__all__ = ["METRICS", "evaluate_case", "evaluate_folders", "evaluate_pairs", "save_summary", "format_table", "label_files"]
+__all__ = [
+    "METRICS",
+    "evaluate_case",
+    "evaluate_folders",
+    "evaluate_pairs",
+    "save_summary",
+    "format_table",
+    "label_files",
+]
 
 METRICS = ("dice", "iou", "hd95", "surface_dice")
 
@@ -154,7 +162,8 @@ def evaluate_pairs(
     summary["foreground_mean"] = _foreground_mean(summary["mean"])
     if not cases:
         problems = [f"case {c}: prediction missing" for c in missing]
-        problems += [f"case {m['case']}: prediction grid differs from the reference ({m['difference']})" for m in mismatches]
+        problems += [f"case {m['case']}: prediction grid differs from the reference ({m['difference']})"
+                     for m in mismatches]
         problems += [f"{u['file']}: {u['reason']}" for u in unreadable]
         problems.append(f"nothing could be evaluated ({len(pairs) + len(missing)} reference cases)")
         raise DatasetProblems(problems)
@@ -183,7 +192,8 @@ def format_table(summary: dict, label_names: dict[int, str] | None = None) -> st
     lines.append("-" * len(header))
     for label in summary["labels"]:
         values = summary["mean"][str(label)]
-        lines.append(f"{'mean':<24} {names.get(label, str(label))[:14]:<14} " + " ".join(_fmt(values.get(m)) for m in METRICS))
+        lines.append(f"{'mean':<24} {names.get(label, str(label))[:14]:<14} "
+                     + " ".join(_fmt(values.get(m)) for m in METRICS))
     fg = summary["foreground_mean"]
     lines.append(f"{'mean':<24} {'foreground':<14} " + " ".join(_fmt(fg.get(m)) for m in METRICS))
     for case in summary["missing_predictions"]:
@@ -212,7 +222,8 @@ def _safe_case(ref: str, pred: str, labels, tolerance_mm: float) -> dict:
 
 def _both_empty() -> dict:
     nan = float("nan")
-    return {"dice": nan, "iou": nan, "n_ref": 0, "n_pred": 0, "tp": 0, "fp": 0, "fn": 0, "hd95": nan, "surface_dice": nan}
+    return {"dice": nan, "iou": nan, "n_ref": 0, "n_pred": 0, "tp": 0, "fp": 0, "fn": 0,
+            "hd95": nan, "surface_dice": nan}
 
 
 def _means(cases: list[dict], labels: list[int]) -> dict:

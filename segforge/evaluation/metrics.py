@@ -83,7 +83,9 @@ def hd95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float]
     return float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
 
 
-def surface_dice(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0) -> float:
+def surface_dice(
+    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0
+) -> float:
     """Share of both surfaces lying within ``tolerance_mm`` of the other surface.
 
     ``(|{s in S_P: d(s, S_R) <= tol}| + |{s in S_R: d(s, S_P) <= tol}|) / (|S_P| + |S_R|)``,

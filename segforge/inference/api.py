@@ -92,7 +92,9 @@ def _images(images, num_channels: int) -> Iterable[tuple[str, np.ndarray, Geomet
             if array.ndim == 3:
                 array = array[None]
             if array.shape[1:] != tuple(geometry.shape):
-                raise InputError(f"image {i}: array shape {array.shape[1:]} differs from geometry shape {geometry.shape}")
+                raise InputError(
+                    f"image {i}: array shape {array.shape[1:]} differs from geometry shape {geometry.shape}"
+                )
             yield f"image_{i}", array, geometry
         elif isinstance(item, (str, os.PathLike)):
             for case in discover_cases(Path(item), num_channels):

@@ -76,7 +76,9 @@ def output_file(case: InputCase, output_folder: str | os.PathLike) -> Path:
     return Path(output_folder) / f"{case.name}{case.ending}"
 
 
-def check_output_folder(input_path: str | os.PathLike, output_folder: str | os.PathLike, cases: list[InputCase]) -> None:
+def check_output_folder(
+    input_path: str | os.PathLike, output_folder: str | os.PathLike, cases: list[InputCase]
+) -> None:
     """Refuse an output folder that is the input folder, or any output that would replace an input."""
     inp = Path(input_path).expanduser().resolve()
     out = Path(output_folder).expanduser().resolve()
@@ -144,7 +146,8 @@ def _group_files(files: list[Path], num_channels: int) -> list[InputCase]:
         endings.setdefault(m["case"], set()).add(ending)
     for name, channels in groups.items():
         ending = sorted(endings[name])[0]
-        files = [channels.get(c, channels[min(channels)].parent / f"{name}_{c:04d}{ending}") for c in range(num_channels)]
+        folder = channels[min(channels)].parent
+        files = [channels.get(c, folder / f"{name}_{c:04d}{ending}") for c in range(num_channels)]
         problems = []
         missing = [f"{name}_{c:04d}{ending}" for c in range(num_channels) if c not in channels]
         if missing:

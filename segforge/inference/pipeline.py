@@ -94,7 +94,8 @@ def predict_cases(
             while len(writing) >= 2:  # bound memory: at most two cases wait for the writer
                 _collect(writing.popleft(), output_folder, reports, log)
             writing.append((case, writer.submit(
-                _export, predictor, probabilities, properties, geometry, target, save_probabilities, label_names, seconds
+                _export, predictor, probabilities, properties, geometry, target, save_probabilities, label_names,
+                seconds,
             )))
         while writing:
             _collect(writing.popleft(), output_folder, reports, log)

@@ -101,7 +101,9 @@ class Predictor:
         try:
             network.load_state_dict(state)
         except RuntimeError as exc:
-            raise InputError(f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path) from None
+            raise InputError(
+                f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path
+            ) from None
         return network.to(self.device).eval()
 
     # ------------------------------------------------------------------ steps
