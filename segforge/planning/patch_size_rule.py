@@ -17,6 +17,8 @@ estimate for ``fit_batch`` samples fits the budget.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from segforge.networks.memory import training_memory_bytes
@@ -42,16 +44,15 @@ def memory_budget_bytes(gpu_memory_gb: float) -> int:
     return int(ACTIVATION_FRACTION * gpu_memory_gb * _GIB)
 
 
+@dataclass
 class PatchFit:
-    """Result of :func:`fit_patch_to_memory`: ``patch_size``, ``topology``,
-    ``sample_bytes`` (estimate for one sample) and ``why`` texts for both."""
+    """Result of :func:`fit_patch_to_memory`; ``sample_bytes`` is the estimate for one sample."""
 
-    def __init__(self, patch_size, topology, sample_bytes, patch_why, network_why):
-        self.patch_size: list[int] = patch_size
-        self.topology: NetworkTopology = topology
-        self.sample_bytes: int = sample_bytes
-        self.patch_why: str = patch_why
-        self.network_why: str = network_why
+    patch_size: list[int]
+    topology: NetworkTopology
+    sample_bytes: int
+    patch_why: str
+    network_why: str
 
 
 def _sample_bytes(topology, patch, in_channels, num_classes) -> int:

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from segforge.networks.memory import training_memory_bytes
 from segforge.planning.batch_size_rule import choose_batch_size
 from segforge.planning.cascade_rule import decide_cascade, plan_cascade_fullres, plan_locator
 from segforge.planning.dataset_stats import (
@@ -34,7 +35,6 @@ from segforge.planning.patch_size_rule import (
 from segforge.planning.plans import Configuration, Plans
 from segforge.planning.spacing_rule import anisotropy, resampling_settings, target_spacing
 from segforge.planning.topology_rule import describe_topology, fit_topology
-from segforge.networks.memory import training_memory_bytes
 
 __all__ = ["plan_experiment", "FIT_BATCH_3D", "FIT_BATCH_2D", "FEW_SLICES"]
 

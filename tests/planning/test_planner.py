@@ -246,3 +246,12 @@ def test_2d_shares_the_3d_fullres_cases(fingerprint_factory):
     flat, full = plans.configuration("2d"), plans.configuration("3d_fullres")
     assert flat.data_identifier == full.data_identifier == "3d_fullres"
     assert preprocessing_version(flat) == preprocessing_version(full)
+
+
+def test_budget_too_small_for_any_patch_still_plans_and_says_so(fingerprint_factory):
+    plans = plan_experiment(fingerprint_factory(**ISOTROPIC), gpu_memory_gb=0.001)
+    c = plans.configuration("3d_fullres")
+    assert c.patch_size == [16, 16, 16]
+    assert "still over budget" in c.why["patch_size"]
+    with pytest.raises(ValueError, match="positive"):
+        plan_experiment(fingerprint_factory(**ISOTROPIC), gpu_memory_gb=0)
