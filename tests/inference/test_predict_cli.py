@@ -123,3 +123,15 @@ def test_dicom_series_folder_is_predicted(folders, model_folder):
     labels, geometry = read_image(out / "patient_7.nii.gz")
     _, source = read_image(series)
     assert geometry.same_grid(source) and labels.shape == image.shape
+
+
+def test_a_single_dicom_series_folder_is_one_case(tmp_path):
+    from segforge.errors import InputError
+    from segforge.inference.inputs import check_output_folder, discover_cases
+
+    series = tmp_path / "scans" / "patient_9"
+    write_dicom_series(series, (blob_image() * 100).astype("int16"), (2.5, 0.8, 1.1), (0.0, 0.0, 0.0))
+    [case] = discover_cases(series)
+    assert (case.name, case.ending, case.is_dicom) == ("patient_9", ".nii.gz", True)
+    with pytest.raises(InputError, match="would replace or enter an input"):
+        check_output_folder(series, series / "out", [case])
