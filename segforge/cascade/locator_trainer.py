@@ -94,7 +94,7 @@ class LocatorTrainer:
     def __init__(self, dataset: str | int, fold: int | str, configuration: str = "locator", *,
                  epochs: int = 100, iters_per_epoch: int = 50, max_minutes: float | None = None,
                  device: str = "cpu", seed: int = 0, resume: bool = False, learning_rate: float = 1e-3,
-                 plots: bool = True):
+                 plots: bool = True, log=print):
         self.dataset_dir = preprocessed_dataset_dir(dataset)
         self.plans = Plans.load(self.dataset_dir / "plans.json")
         self.configuration = self.plans.configuration(configuration)
@@ -105,6 +105,7 @@ class LocatorTrainer:
         self.epochs, self.iters_per_epoch = int(epochs), int(iters_per_epoch)
         self.max_minutes, self.seed, self.resume, self.plots = max_minutes, int(seed), resume, plots
         self.learning_rate = float(learning_rate)
+        self.log = log
         self.device = torch.device(device)
         self.model_dir = results_dataset_dir(dataset) / f"{self.name}__{self.configuration.name}"
         self.output_dir = self.model_dir / f"fold_{fold}"
@@ -148,7 +149,7 @@ class LocatorTrainer:
                                       self.settings.symmetric, seed=self.seed)
         base = heatmap_kl_loss if self.settings.loss == "kl" else relative_heatmap_mse
         self.loss = DeepSupervisionLoss(base)
-        self.log: list[dict] = []
+        self.history: list[dict] = []
         self.epoch = 0
         self.best_error = float("inf")
 
@@ -160,7 +161,7 @@ class LocatorTrainer:
             "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
             "grad_scaler_state": {}, "epoch": int(self.epoch),
             "rng_states": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.batches.rng.bit_generator.state)},
-            "log": [dict(r) for r in self.log], "curriculum": self.curriculum.state_dict(),
+            "log": [dict(r) for r in self.history], "curriculum": self.curriculum.state_dict(),
             "canvas": list(self.canvas), "n_heatmaps": int(self.n_heatmaps),
         }
 
@@ -182,9 +183,9 @@ class LocatorTrainer:
         self.epoch = int(ckpt["epoch"])
         torch.set_rng_state(ckpt["rng_states"]["torch"])
         self.batches.rng.bit_generator.state = json.loads(ckpt["rng_states"]["numpy"])
-        self.log = [dict(r) for r in ckpt["log"]]
+        self.history = [dict(r) for r in ckpt["log"]]
         self.curriculum.load_state_dict(ckpt["curriculum"])
-        errors = [r["centroid_error_median_mm"] for r in self.log]
+        errors = [r["centroid_error_median_mm"] for r in self.history]
         self.best_error = min(errors) if errors else float("inf")
 
     # --- one epoch ------------------------------------------------------------------------
@@ -283,7 +284,7 @@ class LocatorTrainer:
         if self.resume and latest.is_file():
             self._load(latest)
         start = time.monotonic()
-        plotted_sigmas = {r["sigma"] for r in self.log}
+        plotted_sigmas = {r["sigma"] for r in self.history}
         while self.epoch < self.epochs:
             t0 = time.monotonic()
             sigma = self.curriculum.sigma
@@ -295,7 +296,11 @@ class LocatorTrainer:
             self.curriculum.update(self.epoch, metrics["val_loss"])
             row = {"epoch": self.epoch, "sigma": sigma, "train_loss": train_loss, **metrics,
                    "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": time.monotonic() - t0}
-            self.log.append(row)
+            self.history.append(row)
+            median = metrics["centroid_error_median_mm"]
+            self.log(f"locator epoch {self.epoch}/{self.epochs - 1}: sigma {sigma:.2f}, train loss {train_loss:.4f}, "
+                       f"val loss {metrics['val_loss']:.4f}, centroid error median "
+                       f"{'n/a' if median is None else f'{median:.2f} mm'}, {row['epoch_time_s']:.1f} s")
             self.epoch += 1
             self._save("latest")
             if metrics["centroid_error_median_mm"] is not None and metrics["centroid_error_median_mm"] < self.best_error:
@@ -303,8 +308,8 @@ class LocatorTrainer:
                 self._save("best")
             self._write_log()
             if self.plots:
-                locator_plots.plot_losses(self.output_dir / "losses.png", self.log)
-                locator_plots.plot_metrics(self.output_dir / "metrics.png", self.log)
+                locator_plots.plot_losses(self.output_dir / "losses.png", self.history)
+                locator_plots.plot_metrics(self.output_dir / "metrics.png", self.history)
             if self.max_minutes is not None and time.monotonic() - start > 60 * self.max_minutes:
                 break
         self._save("final")
@@ -323,6 +328,9 @@ class LocatorTrainer:
                    "the cascade segmenter draws its crop jitter from std_zyx_mm",
             "cases": [{k: v for k, v in r.items() if k != "heatmap"} for r in per_case],
         }
+        if summary["n"]:
+            self.log(f"fold {self.fold} locator centroid error: mean {summary['mean_mm']:.2f} mm, median "
+                       f"{summary['median_mm']:.2f} mm, max {summary['max_mm']:.2f} mm ({summary['n']} validation cases)")
         path = self.output_dir / LOCATOR_VALIDATION_FILE
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -350,7 +358,7 @@ class LocatorTrainer:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=_LOG_FIELDS)
             writer.writeheader()
-            for row in self.log:
+            for row in self.history:
                 writer.writerow({k: row.get(k) for k in _LOG_FIELDS})
         os.replace(tmp, path)
 

@@ -55,7 +55,7 @@ def test_relative_mse_is_one_for_the_empty_answer():
 
 
 def test_short_run_writes_results_and_resumes(dataset):
-    LocatorTrainer(950, 0, epochs=1, iters_per_epoch=1, plots=False).run()
+    LocatorTrainer(950, 0, epochs=1, iters_per_epoch=1, plots=False, log=lambda m: None).run()
     fold = dataset / "res" / "Dataset950_CascadeTiny" / "LocatorTrainer__locator" / "fold_0"
     for name in ("checkpoint_latest.pt", "checkpoint_final.pt", "log.csv", "locator_validation.json"):
         assert (fold / name).is_file(), name
