@@ -12,6 +12,7 @@ import hashlib
 import json
 
 import numpy as np
+from scipy import ndimage
 
 from segforge.errors import InputError
 from segforge.io.geometry import Geometry
@@ -88,7 +89,7 @@ def preprocess_case(
     else:
         box = [[0, int(n)] for n in geometry.shape]
     cropped = crop_to_box(image, box)
-    cropped_label = crop_to_box(label, box) if label is not None else None
+    cropped_label = _as_int16(crop_to_box(label, box), case_name) if label is not None else None
     crop_shape = tuple(int(b - a) for a, b in box)
 
     # 2. resample to the configuration's spacing
@@ -100,14 +101,16 @@ def preprocess_case(
         data = data.copy()
     seg = None
     if cropped_label is not None:
-        seg = resample_label(_as_int16(cropped_label, case_name), new_shape, rs.label_mode, rs.separate_axis,
+        seg = resample_label(cropped_label, new_shape, rs.label_mode, rs.separate_axis,
                              rs.separate_axis_order)
 
     # 3. normalise each channel
     mask = None
     if any(n.scheme == "zscore_nonzero" for n in configuration.normalization):
-        mask = resample_label(nonzero_mask(cropped).astype(np.uint8), new_shape, "linear_onehot", rs.separate_axis,
-                              rs.separate_axis_order).astype(bool)
+        # the mask's linear resampling above one half: the one-hot arg-max of a two-class map
+        weight = resample_image(nonzero_mask(cropped)[None].astype(np.float32), new_shape, 1, rs.separate_axis,
+                                min(int(rs.separate_axis_order), 1))
+        mask = weight[0] > 0.5
     normalize_image(data, configuration.normalization, mask)
 
     # 4. describe
@@ -152,11 +155,11 @@ def _class_locations(seg: np.ndarray, original: np.ndarray, seed: int) -> dict[s
     Every class of the (cropped) original label has a key, empty when resampling lost it.
     """
     rng = np.random.default_rng(seed)
-    present = np.flatnonzero(np.bincount(original.ravel().astype(np.int64)))
+    present = [c for c, box in enumerate(ndimage.find_objects(original), start=1) if box is not None]
     flat = np.flatnonzero(seg)
     classes_at = seg.ravel()[flat]
     locations = {}
-    for c in present[present > 0]:
+    for c in present:
         idx = flat[classes_at == c]
         if idx.size > MAX_CLASS_LOCATIONS:
             idx = np.sort(rng.choice(idx, MAX_CLASS_LOCATIONS, replace=False))

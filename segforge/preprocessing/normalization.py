@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from segforge.planning.plans import ChannelNormalization
 
@@ -31,8 +32,13 @@ def _ct(x: np.ndarray, settings: ChannelNormalization, mask: np.ndarray | None) 
     return x
 
 
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    std, mean = torch.std_mean(torch.from_numpy(np.ascontiguousarray(values)).double(), correction=0)
+    return float(mean), float(std)
+
+
 def _zscore(x: np.ndarray, settings: ChannelNormalization, mask: np.ndarray | None) -> np.ndarray:
-    mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+    mean, std = _mean_std(x)
     x -= np.float32(mean)
     x /= np.float32(max(std, _EPS))
     return x
@@ -45,7 +51,7 @@ def _zscore_nonzero(x: np.ndarray, settings: ChannelNormalization, mask: np.ndar
     if values.size == 0:
         x[...] = 0
         return x
-    mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
+    mean, std = _mean_std(values)
     x -= np.float32(mean)
     x /= np.float32(max(std, _EPS))
     x[~mask] = 0

@@ -145,3 +145,13 @@ def test_tensors_are_restored_on_their_device_like_arrays():
     np.testing.assert_allclose(restored.numpy(), expected, atol=1e-6)
     labels = restore_to_original(torch.from_numpy(seg), props, is_label=True)
     np.testing.assert_array_equal(labels, restore_to_original(seg, props, is_label=True))
+
+
+def test_float_label_files_with_integer_values_are_accepted():
+    image, label, geometry = make_case()
+    _, seg, props = preprocess_case(image, geometry, make_configuration(), label.astype(np.float64))
+    _, seg_int, props_int = preprocess_case(image, geometry, make_configuration(), label)
+    np.testing.assert_array_equal(seg, seg_int)
+    assert props["class_locations"] == props_int["class_locations"]
+    with pytest.raises(InputError, match="non-integer"):
+        preprocess_case(image, geometry, make_configuration(), label + 0.5)
