@@ -35,7 +35,7 @@ from segforge.planning.dataset_stats import (
     summary,
     total_voxels_at_spacing,
 )
-from segforge.planning.patch_size_rule import fit_patch_to_memory
+from segforge.planning.patch_size_rule import base_features_for_budget, fit_patch_to_memory
 from segforge.planning.plans import CascadeSettings, Configuration, LocatorSettings
 from segforge.planning.spacing_rule import resampling_settings
 from segforge.planning.topology_rule import describe_topology, fit_topology
@@ -82,10 +82,11 @@ def plan_locator(
     """The heatmap locator: whole image, coarse spacing, one patch covers the median image."""
     extent = median_extent_mm(fingerprint, cropped=False)
     fine = np.maximum(np.asarray(fullres.spacing, dtype=float), LOCATOR_MIN_DOWNSAMPLING * min(fullres.spacing))
+    base, _ = base_features_for_budget(budget_bytes)
     for edge in LOCATOR_EDGES:
         spacing = np.maximum(fine, extent.max() / edge)
         shape = np.maximum(np.ceil(extent / spacing - 1e-6), 1).astype(int)
-        patch, topology = fit_topology(list(spacing), list(shape), deep_supervision=False)
+        patch, topology = fit_topology(list(spacing), list(shape), base_features=base, deep_supervision=False)
         sample = training_memory_bytes(topology, patch, 1, in_channels, 1)  # one heatmap channel
         if _FIT_BATCH * sample <= budget_bytes:
             break

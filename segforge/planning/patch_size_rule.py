@@ -31,7 +31,7 @@ from segforge.planning.topology_rule import (
     pools_per_axis,
 )
 
-__all__ = ["ACTIVATION_FRACTION", "memory_budget_bytes", "fit_patch_to_memory", "PatchFit"]
+__all__ = ["ACTIVATION_FRACTION", "memory_budget_bytes", "base_features_for_budget", "fit_patch_to_memory", "PatchFit"]
 
 ACTIVATION_FRACTION = 0.55
 _GIB = 2**30
@@ -55,6 +55,26 @@ class PatchFit:
     network_why: str
 
 
+# (gpu_memory_gb at least, first-stage features): compute grows with features squared,
+# memory only linearly, so a small budget (a CPU) also gets a narrower network.
+_BASE_FEATURES_BY_BUDGET = ((4.0, 32), (1.0, 16), (0.0, 8))
+
+
+def base_features_for_budget(budget_bytes: int) -> tuple[int, str]:
+    """First-stage features for an activation budget, with the reason."""
+    gb = budget_bytes / (ACTIVATION_FRACTION * _GIB)
+    for at_least, features in _BASE_FEATURES_BY_BUDGET:
+        if gb >= at_least - 1e-6:
+            break
+    if features == 32:
+        return features, f"{gb:.3g} GB >= 4 GB: features start at 32 (GPU-sized, as nnU-Net)"
+    below = 4.0 if features == 16 else 1.0
+    return features, (
+        f"{gb:.3g} GB < {below:g} GB: features start at {features} "
+        "(compute grows with features squared: a small budget means a CPU or a small GPU)"
+    )
+
+
 def _sample_bytes(topology, patch, in_channels, num_classes) -> int:
     return training_memory_bytes(topology, patch, 1, in_channels, num_classes)
 
@@ -67,15 +87,19 @@ def fit_patch_to_memory(
     num_classes: int,
     fit_batch: int = 2,
     start_patch=None,
+    base_features: int | None = None,
 ) -> PatchFit:
     """Largest patch (by the shrink rule) whose ``fit_batch``-sample estimate fits.
 
     ``spacing``, ``median_shape`` and ``start_patch`` (default: ``median_shape``) share
     one axis order, ``(z, y, x)`` or ``(y, x)``.
     """
+    features_why = ""
+    if base_features is None:
+        base_features, features_why = base_features_for_budget(budget_bytes)
     median = np.maximum(np.asarray(median_shape, dtype=float), 1)
     start = list(start_patch) if start_patch is not None else [int(v) for v in median_shape]
-    patch, topology = fit_topology(spacing, start)
+    patch, topology = fit_topology(spacing, start, base_features=base_features)
     initial = list(patch)
     steps = 0
     while fit_batch * _sample_bytes(topology, patch, in_channels, num_classes) > budget_bytes:
@@ -87,10 +111,10 @@ def fit_patch_to_memory(
         axis = int(shrinkable[0])
         smaller = list(patch)
         smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - patch_divisor(pools[axis]))
-        new_patch, new_topology = fit_topology(spacing, smaller)
+        new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features)
         if new_patch[axis] >= patch[axis]:  # rounding gave the step back: take a bigger one
             smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - 2 * patch_divisor(pools[axis]))
-            new_patch, new_topology = fit_topology(spacing, smaller)
+            new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features)
         patch, topology = new_patch, new_topology
         steps += 1
     sample = _sample_bytes(topology, patch, in_channels, num_classes)
@@ -110,4 +134,5 @@ def fit_patch_to_memory(
     if fit_batch * sample > budget_bytes:
         patch_why += f"; smallest patch still over budget ({need:.2f} GiB), kept at the minimum"
     patch_why += f"; edges multiples of {PATCH_MULTIPLE} and of 2^pools"
-    return PatchFit(patch, topology, sample, patch_why, describe_topology(topology, spacing))
+    network_why = describe_topology(topology, spacing) + (f" ({features_why})" if features_why else "")
+    return PatchFit(patch, topology, sample, patch_why, network_why)

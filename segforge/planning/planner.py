@@ -29,6 +29,7 @@ from segforge.planning.normalization_rule import channel_normalizations
 from segforge.planning.overrides import USER_OVERRIDE, PlanOverrides
 from segforge.planning.patch_size_rule import (
     ACTIVATION_FRACTION,
+    base_features_for_budget,
     fit_patch_to_memory,
     memory_budget_bytes,
 )
@@ -155,7 +156,10 @@ def _apply_segmentation_overrides(
     dims = configuration.dims
     if overrides.patch_size is not None and len(overrides.patch_size) == dims:
         net_spacing = configuration.spacing[-dims:]
-        patch, topology = fit_topology(net_spacing, list(overrides.patch_size), round_up=False)
+        base, _ = base_features_for_budget(budget)
+        patch, topology = fit_topology(
+            net_spacing, list(overrides.patch_size), round_up=False, base_features=base
+        )
         configuration.patch_size = patch
         configuration.network = topology
         configuration.why["patch_size"] = USER_OVERRIDE

@@ -10,7 +10,8 @@ Pooling follows the voxel spacing: an axis is pooled (stride 2) at a stage while
 
 Convolution kernels are 3 on an axis whose current spacing is at most ``2x`` the finest
 (1 otherwise: a 3-voxel kernel across thick slices mixes unrelated anatomy); once 3, an
-axis keeps 3. Features start at 32 and double per stage up to 320.
+axis keeps 3. Features start at ``base_features`` (32 by default; the patch-size rule
+narrows it for small memory budgets) and double per stage up to 320.
 
 Every patch edge must be divisible by ``2 ** pools`` on that axis so the decoder's shapes
 match the encoder's, and is kept a multiple of 16 (:func:`patch_divisor`).
@@ -81,10 +82,12 @@ def pool_plan(spacing, patch_size, max_pools=None) -> tuple[list[list[int]], lis
     return kernels, strides
 
 
-def build_topology(spacing, patch_size, max_pools=None, **network_options) -> NetworkTopology:
+def build_topology(
+    spacing, patch_size, max_pools=None, base_features: int = BASE_FEATURES, **network_options
+) -> NetworkTopology:
     """:class:`NetworkTopology` for the patch; ``network_options`` go to the dataclass."""
     kernels, strides = pool_plan(spacing, patch_size, max_pools)
-    features = [min(BASE_FEATURES * 2**i, MAX_FEATURES) for i in range(len(strides))]
+    features = [min(base_features * 2**i, MAX_FEATURES) for i in range(len(strides))]
     return NetworkTopology(features_per_stage=features, kernel_sizes=kernels, strides=strides, **network_options)
 
 
@@ -109,7 +112,9 @@ def _two_adic(n: int) -> int:
     return (n & -n).bit_length() - 1
 
 
-def fit_topology(spacing, patch_size, round_up: bool = True, **network_options) -> tuple[list[int], NetworkTopology]:
+def fit_topology(
+    spacing, patch_size, round_up: bool = True, base_features: int = BASE_FEATURES, **network_options
+) -> tuple[list[int], NetworkTopology]:
     """Patch and topology that obey the divisibility rule.
 
     ``round_up=True`` (planning): edges are rounded up until each is a multiple of
@@ -119,11 +124,13 @@ def fit_topology(spacing, patch_size, round_up: bool = True, **network_options) 
     """
     patch = [int(p) for p in patch_size]
     if not round_up:
-        topology = build_topology(spacing, patch, max_pools=[_two_adic(p) for p in patch], **network_options)
+        topology = build_topology(
+            spacing, patch, max_pools=[_two_adic(p) for p in patch], base_features=base_features, **network_options
+        )
         return patch, topology
     patch = round_up_patch(patch)
     for _ in range(8):
-        topology = build_topology(spacing, patch, **network_options)
+        topology = build_topology(spacing, patch, base_features=base_features, **network_options)
         rounded = round_up_patch(patch, [patch_divisor(p) for p in pools_per_axis(topology)])
         if rounded == patch:
             return patch, topology

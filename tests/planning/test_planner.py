@@ -11,7 +11,7 @@ import pytest
 from segforge.errors import InputError
 from segforge.networks.memory import training_memory_bytes
 from segforge.planning.overrides import USER_OVERRIDE, PlanOverrides
-from segforge.planning.patch_size_rule import memory_budget_bytes
+from segforge.planning.patch_size_rule import base_features_for_budget, memory_budget_bytes
 from segforge.planning.planner import plan_experiment
 from segforge.planning.plans import Configuration, Plans
 from segforge.planning.topology_rule import pools_per_axis
@@ -78,10 +78,16 @@ def test_tiny_budget_gives_a_small_network(fingerprint_factory):
     big = plan_experiment(fingerprint_factory(**ISOTROPIC), gpu_memory_gb=10.0).configuration("3d_fullres")
     small = plan_experiment(fingerprint_factory(**ISOTROPIC), gpu_memory_gb=0.5).configuration("3d_fullres")
     assert small.network.n_stages < big.network.n_stages
-    assert small.network.n_stages == 4
+    assert big.network.features_per_stage[0] == 32
+    assert small.network.features_per_stage[0] == 8
     assert math.prod(small.patch_size) < math.prod(big.patch_size)
-    assert max(small.patch_size) <= 64
+    assert "features start at 8" in small.why["network"]
     assert training_memory_bytes(small.network, small.patch_size, 2, 1, 2) <= memory_budget_bytes(0.5)
+
+
+@pytest.mark.parametrize("gpu, features", [(24.0, 32), (4.0, 32), (2.0, 16), (1.0, 16), (0.5, 8), (0.05, 8)])
+def test_first_stage_features_follow_the_budget(gpu, features):
+    assert base_features_for_budget(memory_budget_bytes(gpu))[0] == features
 
 
 def test_small_images_keep_their_shape_and_get_larger_batches(fingerprint_factory):
