@@ -1,6 +1,7 @@
 """The training loop on a tiny hand-written preprocessed dataset (CPU)."""
 
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -93,3 +94,19 @@ def test_deterministic_runs_repeat_exactly(tmp_path):
     other = trainer(tmp_path / "other", options(epochs=2, iters_per_epoch=3, deterministic=True, seed=4))
     other.run()
     assert other.history.train_loss != losses[0][0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision_run_and_resume(tmp_path):
+    opts = options(epochs=2, num_workers=1)
+    t = trainer(tmp_path, opts)
+    t.device = torch.device("cuda")
+    out = t.run()
+    assert t.amp_dtype in (torch.bfloat16, torch.float16)
+    ckpt = torch.load(out / "checkpoint_latest.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(math.isfinite(v) for v in ckpt["log"]["train_loss"])
+    more = trainer(tmp_path / "more", options(epochs=3, num_workers=1))
+    more.device, more.output_folder = torch.device("cuda"), out
+    more.run(resume=True)
+    assert more.history.epoch == [0, 1, 2]
