@@ -168,7 +168,8 @@ def organs_phantom(grid: PhantomGrid, half_fov, rng: np.random.Generator) -> np.
 
     # the gallbladder overlaps the liver's medial edge and is painted after it, so the two touch
     gb_r = [f * h * rng.uniform(0.9, 1.1) for f, h in zip((0.28, 0.20, 0.17), half_fov)]
-    gb_c = (liver_c[0] - 0.2 * liver_r[0], liver_c[1] + 0.2 * liver_r[1], liver_c[2] + 0.85 * liver_r[2] + 0.5 * gb_r[2])
+    gb_c = (liver_c[0] - 0.2 * liver_r[0], liver_c[1] + 0.2 * liver_r[1],
+            liver_c[2] + 0.85 * liver_r[2] + 0.5 * gb_r[2])
     _paint_ellipsoid(tissue, grid, Tissue.GALLBLADDER, gb_c, gb_r, rng, roughness=0.06, where=inner)
 
     # the lesion lies strictly inside the liver: painted only where the eroded liver is
