@@ -5,7 +5,7 @@ centroid, and the locator is off by a few millimetres. So in training every patc
 from such a box cut around the *true* centroid plus a random offset drawn from the
 locator's measured error: ``rms_zyx_mm`` of ``locator_validation.json`` of the same fold
 when the locator is trained, else ``CascadeSettings.expected_locator_error_mm`` spread over
-the three axes. Inside the box a patch is placed as the generic sampler does (1/3 around a
+the three axes (at most a quarter of the crop per axis). Inside the box a patch is placed as the generic sampler does (1/3 around a
 foreground voxel, else uniformly), but never outside the box.
 """
 
@@ -54,6 +54,11 @@ def crop_jitter(plans: Plans, configuration: Configuration, fold) -> dict:
         source = "plans: cascade.expected_locator_error_mm"
         why = (f"no measured locator error for fold {fold} yet; the planned expected error {e:.3g} mm "
                "spread evenly over the three axes (per-axis std = error / sqrt(3))")
+    # a locator worse than a quarter crop would mostly train on crops that miss the target
+    cap = [c / 4.0 * sp for c, sp in zip(cascade.crop_size, configuration.spacing)]
+    if any(float(s) > c for s, c in zip(std, cap)):
+        why += f"; capped at a quarter of the crop per axis ({', '.join(f'{c:.3g}' for c in cap)} mm)"
+        std = [min(float(s), c) for s, c in zip(std, cap)]
     voxels = [float(s) / float(sp) for s, sp in zip(std, configuration.spacing)]
     return {"std_zyx_mm": [float(s) for s in std], "std_zyx_voxels": voxels, "source": source, "why": why}
 

@@ -54,6 +54,9 @@ def test_jitter_comes_from_the_locator_when_measured(dataset):
     measured = crop_jitter(plans, config, 0)
     assert measured["std_zyx_mm"] == [1.0, 2.0, 3.0] and "locator_validation.json" in measured["source"]
     assert crop_jitter(plans, config, 1)["source"].startswith("plans")  # other folds keep the planned value
+    (fold / "locator_validation.json").write_text(json.dumps({"centroid_error": {"rms_zyx_mm": [1.0, 20.0, 3.0]}}))
+    capped = crop_jitter(plans, config, 0)
+    assert capped["std_zyx_mm"] == [1.0, 8.0, 3.0] and "capped" in capped["why"]  # crop 32 voxels of 1 mm
 
 
 def test_short_training_run(dataset):
