@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -24,7 +25,12 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 class EpochReporter:
-    """Writes ``log.csv`` and ``progress.png`` after every epoch, prints its summary line, and feeds TensorBoard."""
+    """Writes ``log.csv`` and ``progress.png`` after every epoch, prints its summary line, and feeds TensorBoard.
+
+    The pictures are drawn in one background thread (on copies of the data), so the next
+    epoch starts while matplotlib renders; :meth:`close` waits for them and an error in
+    drawing surfaces at the next call.
+    """
 
     def __init__(self, folder: Path, class_names: list[str], options, log=print):
         self.folder = Path(folder)
@@ -32,6 +38,8 @@ class EpochReporter:
         self.show_bar = options.progress_bar
         self.total_epochs = options.epochs
         self.log = log
+        self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segforge-plots")
+        self._pending: list[Future] = []
         self.writer = None
         if options.tensorboard:
             try:
@@ -48,7 +56,8 @@ class EpochReporter:
         i = len(history) - 1
         e = history.epoch[i]
         history.write_csv(self.folder / "log.csv", self.class_names)
-        plots.plot_progress(history, self.class_names, self.folder / "progress.png")
+        self._draw(plots.plot_progress, TrainingLog.from_dict(history.to_dict()), list(self.class_names),
+                   self.folder / "progress.png")
         dice = ", ".join(f"{n} {_fmt(d)}" for n, d in zip(self.class_names, history.dice[i]))
         self.log(f"epoch {e}/{self.total_epochs - 1}: train loss {history.train_loss[i]:.4f}, val loss "
                  f"{history.val_loss[i]:.4f}, pseudo-Dice [{dice}], EMA {history.ema_dice[i]:.4f}, "
@@ -68,14 +77,27 @@ class EpochReporter:
         if example is None:
             return
         slices = plots.choose_slices(example["truth"]) if example["truth"].ndim == 4 else None
-        plots.plot_batch(example["image"], example["pred"], self.folder / "val_pred.png", "validation: prediction",
-                         slices=slices, num_classes=num_classes)
-        plots.plot_batch(example["image"], example["truth"], self.folder / "val_truth.png", "validation: truth",
-                         slices=slices, num_classes=num_classes)
+        self._draw(plots.plot_batch, example["image"], example["pred"], self.folder / "val_pred.png",
+                   "validation: prediction", slices=slices, num_classes=num_classes)
+        self._draw(plots.plot_batch, example["image"], example["truth"], self.folder / "val_truth.png",
+                   "validation: truth", slices=slices, num_classes=num_classes)
+
+    def _draw(self, function, *args, **kwargs) -> None:
+        for done in [f for f in self._pending if f.done()]:
+            self._pending.remove(done)
+            done.result()  # re-raises a drawing error here, in the training thread
+        self._pending.append(self._painter.submit(function, *args, **kwargs))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Wait for the pictures still being drawn; close TensorBoard."""
+        try:
+            for f in self._pending:
+                f.result()
+        finally:
+            self._pending.clear()
+            self._painter.shutdown(wait=True)
+            if self.writer is not None:
+                self.writer.close()
 
 
 def _fmt(v: float) -> str:
