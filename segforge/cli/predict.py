@@ -1,5 +1,5 @@
 """`segforge_predict -i IN -o OUT [-d ID | -m MODEL_FOLDER] [-c CONFIG] [-f FOLDS] [-chk final|best|latest]
-[--device D] [--disable-tta] [--step S] [--save-probabilities] [--continue]`.
+[--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--continue]`.
 
 Exit codes: 0 every case predicted (or skipped), 1 some case failed (each named with its
 reason), 2 bad arguments, input or model.
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.5; larger is faster)")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write CASE_probabilities.npy (K,Z,Y,X float16) and CASE_probabilities.json")
+    p.add_argument("--save-locator", action="store_true",
+                   help="cascade models: also write CASE_locator.json (located centroid, world mm) and "
+                   "CASE_locator_heatmap.nii.gz (the heatmap on the locator grid)")
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases whose output exists")
     p.add_argument("--prefetch", type=int, default=2, help="cases read and preprocessed ahead (default 2)")
     return p
@@ -65,6 +68,10 @@ def main(argv=None) -> int:
         predictor.progress = sys.stderr.isatty()
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        if args.save_locator:
+            if not hasattr(predictor, "save_locator"):
+                raise InputError(f"--save-locator needs a cascade model; {folder.name} is not one")
+            predictor.save_locator = True
         print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
               f"device {predictor.device} | mirroring {'on' if not args.disable_tta else 'off'} | "
               f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")

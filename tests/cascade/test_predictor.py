@@ -108,3 +108,22 @@ def test_missing_locator_folder_is_a_clear_error(model):
     shutil.rmtree(model.parent / "LocatorTrainer__locator")
     with pytest.raises(InputError, match="locator model folder is missing"):
         create_predictor(model, device="cpu")
+
+
+def test_segforge_predict_save_locator(model, tmp_path, monkeypatch, capsys):
+    from segforge.cli.predict import main
+    from segforge.io.image import read_image, write_image
+
+    monkeypatch.setenv("SEGFORGE_RESULTS", str(tmp_path))
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel(), (40, 48, 56))
+    (tmp_path / "in").mkdir()
+    write_image(np.random.default_rng(2).normal(size=geometry.shape).astype(np.float32), geometry,
+                tmp_path / "in" / "scan_0000.nii.gz")
+    code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "--device", "cpu",
+                 "--disable-tta", "--save-locator"])
+    assert code == 0, capsys.readouterr()
+    labels, out_geometry = read_image(tmp_path / "out" / "scan.nii.gz")
+    assert out_geometry.same_grid(geometry)
+    info = json.loads((tmp_path / "out" / "scan_locator.json").read_text())
+    assert len(info["centroid_world"]) == 3
+    assert (tmp_path / "out" / "scan_locator_heatmap.nii.gz").is_file()
