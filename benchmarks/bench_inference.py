@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-cascade", action="store_true", help="only the single-stage part")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.num_test, args.num_train, args.shape, args.cascade_shape = 2, 2, (20, 40, 40), (64, 128, 128)
+        args.num_test, args.num_train, args.shape, args.cascade_shape = 2, 2, (20, 40, 40), (48, 96, 96)
+        args.gpu_memory_gb, args.step = 0.1, 1.0  # small patches, abutting windows: still a cascade plan
     out = args.out or args.workdir / "bench_inference.json"
     env = use_workdir(args.workdir)
     result: dict = {"tta": args.tta, "step": args.step, "num_test": args.num_test}
