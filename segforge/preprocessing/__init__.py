@@ -1,32 +1,40 @@
-"""Preprocessing: crop to non-zero, resample, normalise; the inverse mapping for prediction."""
+"""Preprocessing: crop to non-zero, resample, normalise; the inverse mapping for prediction.
 
-from segforge.preprocessing.case import case_seed, preprocess_case, preprocessing_version
-from segforge.preprocessing.dataset_runner import case_is_done, preprocess_dataset
-from segforge.preprocessing.inverse import (
-    original_to_preprocessed_index,
-    preprocessed_geometry,
-    preprocessed_to_original_index,
-    probabilities_to_labels,
-    restore_to_original,
-)
-from segforge.preprocessing.normalization import NORMALIZATION_SCHEMES, normalize_image
-from segforge.preprocessing.resampling import resample_image, resample_label, resample_probabilities, resampled_shape
+Names are imported on first use (PEP 562), so a worker that needs only ``cropping``
+(the fingerprint) does not pay for importing torch.
+"""
 
-__all__ = [
-    "case_is_done",
-    "case_seed",
-    "preprocess_case",
-    "preprocess_dataset",
-    "preprocessing_version",
-    "NORMALIZATION_SCHEMES",
-    "normalize_image",
-    "original_to_preprocessed_index",
-    "preprocessed_geometry",
-    "preprocessed_to_original_index",
-    "probabilities_to_labels",
-    "resample_image",
-    "resample_label",
-    "resample_probabilities",
-    "resampled_shape",
-    "restore_to_original",
-]
+from importlib import import_module
+
+_WHERE = {
+    "case_is_done": "dataset_runner",
+    "case_seed": "case",
+    "preprocess_case": "case",
+    "preprocess_dataset": "dataset_runner",
+    "preprocessing_version": "case",
+    "NORMALIZATION_SCHEMES": "normalization",
+    "normalize_image": "normalization",
+    "original_to_preprocessed_index": "inverse",
+    "preprocessed_geometry": "inverse",
+    "preprocessed_to_original_index": "inverse",
+    "probabilities_to_labels": "inverse",
+    "resample_image": "resampling",
+    "resample_label": "resampling",
+    "resample_probabilities": "resampling",
+    "resampled_shape": "resampling",
+    "restore_to_original": "inverse",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'segforge.preprocessing' has no attribute {name!r}")
+    value = getattr(import_module(f"segforge.preprocessing.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
