@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         steps = training_steps(plans, args.configuration)
         device = str(resolve_device(args.device))
         if args.validation_only:
-            return _validate_only(plans, steps[-1][1], fold, device)
+            return _validate_only(plans, steps[-1], fold, device)
         options = TrainingOptions(
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
@@ -80,11 +80,19 @@ def main(argv=None) -> int:
     return run_command(PROG, body)
 
 
-def _validate_only(plans, configuration: str, fold, device: str) -> int:
+_TRAINER_OF_STEP = {"segmentation": "SegmentationTrainer", "cascade_segmenter": "CascadeSegmentationTrainer"}
+
+
+def _validate_only(plans, step: tuple[str, str], fold, device: str) -> int:
     from segforge import paths
+    from segforge.errors import InputError
     from segforge.inference.validation import validate_fold
 
-    model_folder = paths.results_root() / plans.dataset_name / f"SegmentationTrainer__{configuration}"
+    kind, configuration = step
+    if kind not in _TRAINER_OF_STEP:
+        raise InputError(f"--validation-only scores segmentations; {configuration!r} is a {kind} configuration "
+                         "(its validation is locator_validation.json, written at the end of training)")
+    model_folder = paths.results_root() / plans.dataset_name / f"{_TRAINER_OF_STEP[kind]}__{configuration}"
     validate_fold(model_folder, fold, device)  # prints its one-line result and writes validation/summary.json
     return 0
 
