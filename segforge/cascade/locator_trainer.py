@@ -310,7 +310,10 @@ class LocatorTrainer:
             if self.plots:
                 locator_plots.plot_losses(self.output_dir / "losses.png", self.history)
                 locator_plots.plot_metrics(self.output_dir / "metrics.png", self.history)
-            if self.max_minutes is not None and time.monotonic() - start > 60 * self.max_minutes:
+            # like SegmentationTrainer: stop when another epoch of the same length would not fit
+            if self.max_minutes is not None and time.monotonic() - start + row["epoch_time_s"] > 60 * self.max_minutes:
+                if self.epoch < self.epochs:
+                    self.log(f"time budget: stopping after epoch {self.epoch - 1} ({self.max_minutes} minutes)")
                 break
         self._save("final")
         return self.final_validation()
