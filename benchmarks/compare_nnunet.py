@@ -7,8 +7,11 @@
 nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made by
 `benchmarks/setup_nnunet_env.sh`), never imported here. Measured for each tool:
 1. plan-and-preprocess wall time and peak memory (whole process tree);
-2. training iterations/s at the same patch size, batch size and network depth (segforge
-   is re-planned with nnU-Net's patch and batch size);
+2. training iterations/s with the same patch size, batch size and network: on a GPU
+   segforge is re-planned with nnU-Net's patch and batch size (both start at 32 features);
+   on a CPU nnU-Net's 32->320 network manages a handful of iterations in minutes, so both
+   train segforge's CPU-sized plan (``--gpu-memory-gb 0.1``), written into nnU-Net's
+   ``nnUNetPlans.json`` (patch, batch, features, kernels, strides);
 3. validation Dice / HD95 on held-out cases after the same training wall-clock budget,
    scored by the same evaluator;
 4. inference seconds per case (end to end, mirroring TTA on for both);
@@ -90,12 +93,19 @@ def main(argv=None) -> int:
         nn.update(plan_seconds=m.seconds, plan_peak_rss_gb=m.peak_rss_bytes / 2**30)
         nn_plans = json.loads((work / "nnunet_preprocessed" / name / "nnUNetPlans.json").read_text())
         nn["plan"] = _nnunet_plan_summary(nn_plans)
-        patch, batch = nn["plan"]["patch_size"], nn["plan"]["batch_size"]
-        # 2. same patch and batch for segforge (its own spacing and topology rules)
-        _step(["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes),
-               "-c", "3d_fullres", "--patch-size", *map(str, patch), "--batch-size", str(batch)],
-              env, work / "sf_replan.log")
-        sf["plan_same_patch"] = _segforge_plan_summary(
+        # 2. one patch, batch and network for both (see the module docstring)
+        if args.device == "cuda":
+            patch, batch = nn["plan"]["patch_size"], nn["plan"]["batch_size"]
+            _step(["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes),
+                   "-c", "3d_fullres", "--gpu-memory-gb", "10", "--patch-size", *map(str, patch),
+                   "--batch-size", str(batch)], env, work / "sf_replan.log")
+        else:
+            _step(["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes),
+                   "-c", "3d_fullres", "--gpu-memory-gb", "0.1"], env, work / "sf_replan.log")
+            _impose_segforge_network_on_nnunet(
+                json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()),
+                work / "nnunet_preprocessed" / name / "nnUNetPlans.json")
+        result["trained_plan"] = _segforge_plan_summary(
             json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()))
 
     # 3. train for the same wall-clock budget
@@ -201,6 +211,22 @@ def _nnunet_plan_summary(plans: dict) -> dict:
             "features_per_stage": arch["features_per_stage"]}
 
 
+def _impose_segforge_network_on_nnunet(sf_plans: dict, nn_plans_path: Path) -> None:
+    """Write segforge's 3d_fullres patch, batch and U-Net topology into nnU-Net's plans (a JSON edit)."""
+    c = sf_plans["configurations"]["3d_fullres"]
+    net = c["network"]
+    plans = json.loads(nn_plans_path.read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    conf["patch_size"] = c["patch_size"]
+    conf["batch_size"] = c["batch_size"]
+    kwargs = conf["architecture"]["arch_kwargs"]
+    stages = len(net["features_per_stage"])
+    kwargs.update(n_stages=stages, features_per_stage=net["features_per_stage"], kernel_sizes=net["kernel_sizes"],
+                  strides=net["strides"], n_conv_per_stage=[net["n_conv_per_stage"]] * stages,
+                  n_conv_per_stage_decoder=[net["n_conv_per_stage"]] * (stages - 1))
+    nn_plans_path.write_text(json.dumps(plans, indent=2))
+
+
 def _print_report(r: dict, out: Path) -> None:
     sf, nn = r["segforge"], r.get("nnunet", {})
     print(f"\n{r['dataset']} on {r['device']}, training budget {r['train_minutes']} min per tool\n")
@@ -208,9 +234,13 @@ def _print_report(r: dict, out: Path) -> None:
     for key in ("spacing", "patch_size", "batch_size", "poolings_per_axis", "features_per_stage"):
         print(f"{key:<22}{_fmt(sf['plan'].get(key)):>34}{_fmt(nn.get('plan', {}).get(key)):>34}")
     rows = [("plan+preprocess s", "plan_seconds", "lower"), ("plan+preprocess peak GiB", "plan_peak_rss_gb", "lower"),
-            ("train it/s (same patch)", "iters_per_second", "higher"), ("epochs in budget", "epochs", None),
+            ("train it/s (same network)", "iters_per_second", "higher"), ("epochs in budget", "epochs", None),
             ("network parameters", "parameters", None), ("held-out Dice", "dice", "higher"),
             ("held-out HD95 mm", "hd95_mm", "lower"), ("predict s/case", "predict_seconds_per_case", "lower")]
+    if "trained_plan" in r:
+        t = r["trained_plan"]
+        print(f"\nboth trained: patch {_fmt(t['patch_size'])}, batch {t['batch_size']}, "
+              f"features {_fmt(t['features_per_stage'])}")
     print(f"\n{'measure':<26}{'segforge':>14}{'nnU-Net':>14}")
     for label, key, _ in rows:
         print(f"{label:<26}{_fmt(sf.get(key)):>14}{_fmt(nn.get(key)):>14}")
