@@ -328,7 +328,7 @@ class LocatorTrainer:
             "checkpoint": "final", "epochs_trained": int(self.epoch), "final_sigma": self.curriculum.sigma,
             "sigma_steps": self.curriculum.steps, "centroid_error": summary,
             "why": "centroid error of the final locator on this fold's validation cases (world mm); "
-                   "the cascade segmenter draws its crop jitter from std_zyx_mm",
+                   "the cascade segmenter draws its crop jitter from rms_zyx_mm",
             "cases": [{k: v for k, v in r.items() if k != "heatmap"} for r in per_case],
         }
         if summary["n"]:
