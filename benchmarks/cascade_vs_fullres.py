@@ -20,6 +20,7 @@ Writes ``cascade_vs_fullres.json`` (``--out``) with the command and the machine.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -130,6 +131,9 @@ def main() -> None:
             f"{cascade['mean_network_seconds']:.2f} s vs {single['mean_network_seconds']:.2f} s per case "
             f"({speedup:.1f}x)")
     write_result(args.out or args.workdir / "cascade_vs_fullres.json", result, line)
+    if not args.keep:
+        for sub in ("raw", "segforge_preprocessed", "segforge_results"):
+            shutil.rmtree(args.workdir / sub, ignore_errors=True)
 
 
 def train_segmenter_only(dataset: str, minutes: float, env: dict, log, threads: int) -> float:
