@@ -91,3 +91,15 @@ def test_tiny_locator_finds_the_ball(dataset):
     assert (fold / "heatmap_sigma_4.00.png").is_file()
     assert (fold / "losses.png").is_file() and (fold / "metrics.png").is_file()
     assert list(fold.glob("val_locator_*.png"))
+
+
+def test_kl_loss_and_per_class_targets_run(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    make_cascade_dataset(tmp_path / "pre", n_cases=4, loss="kl", target="per_class")
+    trainer = LocatorTrainer(950, 0, epochs=1, iters_per_epoch=1, plots=False, log=lambda m: None)
+    result = trainer.run()
+    assert trainer.n_heatmaps == 1  # one foreground class
+    assert result["centroid_error"]["n"] == len(result["cases"])
+    assert np.isfinite(result["centroid_error"]["median_mm"])
