@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cascade", action="store_true",
                         help="use the small-target dataset, which the planner sends through the two-stage cascade")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--train-minutes", type=float, default=5.0, help="training wall-clock budget (default 5)")
+    parser.add_argument("--train-minutes", type=float, default=6.0, help="training wall-clock budget in minutes (default 6)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs (default 12)")
     parser.add_argument("--iters-per-epoch", type=int, default=25, help="training iterations per epoch (default 25)")
     parser.add_argument("--num-train", type=int, default=10, help="synthetic training cases (default 10)")
