@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from segforge.errors import InputError
+from segforge.io.atomic import write_json_atomic
 
 __all__ = [
     "SPLITS_FILE",
@@ -101,10 +102,7 @@ def load_or_create_splits(preprocessed_dir: str | os.PathLike, case_names: list[
         splits = {"source": "kfold", "seed": SPLIT_SEED, "folds": kfold_splits(case_names),
                   "why": f"{min(DEFAULT_FOLDS, len(case_names))}-fold cross-validation of the sorted case "
                          f"names shuffled with seed {SPLIT_SEED}"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(splits, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, splits)
     return splits
 
 

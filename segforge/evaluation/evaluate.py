@@ -30,6 +30,7 @@ import numpy as np
 
 from segforge.errors import DatasetProblems, InputError
 from segforge.evaluation.metrics import class_metrics
+from segforge.io.atomic import write_text_atomic
 from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_image, split_ending
 
 __all__ = [
@@ -172,11 +173,7 @@ def evaluate_pairs(
 
 def save_summary(summary: dict, path: str | os.PathLike) -> None:
     """Write ``summary`` as JSON (NaN as null), atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(_nan_to_none(summary), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, p)
+    write_text_atomic(path, json.dumps(_nan_to_none(summary), indent=2, allow_nan=False) + "\n")
 
 
 def format_table(summary: dict, label_names: dict[int, str] | None = None) -> str:

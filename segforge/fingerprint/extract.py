@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,13 @@ from tqdm import tqdm
 
 from segforge import paths
 from segforge.errors import InputError
-from segforge.fingerprint.case import MAX_SAMPLES_PER_CASE, fingerprint_case, intensity_stats
+from segforge.fingerprint.case import (
+    MAX_SAMPLES_PER_CASE,
+    fingerprint_case,
+    intensity_stats,
+)
 from segforge.io import read_image, read_multichannel
+from segforge.io.atomic import write_json_atomic
 from segforge.io.dataset import RawDataset
 
 __all__ = ["FINGERPRINT_FILE", "extract_fingerprint", "summarize_cases", "save_fingerprint", "load_fingerprint",
@@ -122,14 +125,7 @@ def fingerprint_path(dataset: str | int) -> Path:
 def save_fingerprint(fingerprint: dict) -> Path:
     """Write ``fingerprint`` atomically to its dataset's preprocessed folder and return the path."""
     path = paths.preprocessed_root() / fingerprint["dataset_name"] / FINGERPRINT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}"
-    try:
-        tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_json_atomic(path, fingerprint)
     return path
 
 

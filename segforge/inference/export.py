@@ -14,14 +14,13 @@ resolution. Labels are written with the input's geometry in the input's format.
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from segforge.io.atomic import save_npy_atomic, write_json_atomic
 from segforge.io.geometry import Geometry
 from segforge.io.image import write_image
 
@@ -79,29 +78,14 @@ def write_prediction(
         npy, meta = probability_files(path)
         if probabilities.shape[1:] != tuple(geometry.shape):
             raise ValueError(f"probabilities {probabilities.shape} do not fit the grid {geometry.shape}")
-        _atomic_npy(npy, probabilities.astype(np.float16))
+        save_npy_atomic(npy, probabilities.astype(np.float16))
         info = {
             "axes": "(K, z, y, x): class k = label value k; float16; geometry as in segforge.io.Geometry",
             "labels": label_names or {},
             "geometry": geometry.to_dict(),
             "shape": list(probabilities.shape),
         }
-        _atomic_text(meta, json.dumps(info, indent=2) + "\n")
+        write_json_atomic(meta, info)
     write_image(labels, geometry, path)
 
 
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -24,6 +24,7 @@ from typing import Callable
 
 from segforge import paths
 from segforge.errors import DatasetProblems, InputError
+from segforge.io.atomic import temporary_path, write_json_atomic
 from segforge.io.dataset import RawDataset
 from segforge.planning.overrides import PlanOverrides
 from segforge.planning.planner import plan_experiment
@@ -101,7 +102,7 @@ def plan_and_preprocess(
         if problems:
             raise DatasetProblems(problems)
         state = {**(state if same_raw else {}), "raw_signature": signature, "verified": True}
-        _write_json(out / SIGNATURE_FILE, state)
+        write_json_atomic(out / SIGNATURE_FILE, state)
     else:
         log("[1/4] raw dataset unchanged since its last verification: skipped")
     if verify_only:
@@ -119,9 +120,9 @@ def plan_and_preprocess(
     if fingerprint is None:
         log(f"[2/4] extracting the fingerprint ({num_processes} processes)")
         fingerprint = _extract_fingerprint(ds, num_processes)
-        _write_json(fingerprint_path, fingerprint)
+        write_json_atomic(fingerprint_path, fingerprint)
         state["fingerprint_sha256"] = hashlib.sha256(fingerprint_path.read_bytes()).hexdigest()
-        _write_json(out / SIGNATURE_FILE, state)
+        write_json_atomic(out / SIGNATURE_FILE, state)
 
     # 3. plan
     plans = plan_experiment(fingerprint, gpu_memory_gb=gpu_memory_gb, overrides=overrides)
@@ -169,16 +170,8 @@ def _read_state(path: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _copy_atomic(source: Path, target: Path) -> None:
     if not source.is_file():
         raise InputError("dataset.json not found", source)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with temporary_path(target) as tmp:
+        shutil.copyfile(source, tmp)

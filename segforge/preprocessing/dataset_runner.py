@@ -17,21 +17,25 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from segforge.errors import DatasetProblems, InputError
+from segforge.io.atomic import TMP_PREFIX, save_npy_atomic, write_text_atomic
 from segforge.io.dataset import RawCase, RawDataset
 from segforge.paths import preprocessed_root
 from segforge.planning.plans import Configuration, Plans
-from segforge.preprocessing.case import case_seed, preprocess_case, preprocessing_version
+from segforge.preprocessing.case import (
+    case_seed,
+    preprocess_case,
+    preprocessing_version,
+)
 
 __all__ = ["TMP_PREFIX", "preprocess_dataset", "preprocess_raw_case", "case_is_done", "case_files", "write_case"]
 
-TMP_PREFIX = ".tmp-"
+
 
 
 def case_files(folder: Path, case: str) -> tuple[Path, Path, Path]:
@@ -51,35 +55,16 @@ def case_is_done(folder: Path, case: str, version: str, has_label: bool) -> bool
     return data_file.is_file() and (seg_file.is_file() or not has_label)
 
 
-def _atomic_save_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_case(folder: Path, case: str, data: np.ndarray, seg: np.ndarray | None, properties: dict) -> None:
     """Write one case: the old JSON goes first, then the arrays, then the new JSON."""
     data_file, seg_file, json_file = case_files(folder, case)
     json_file.unlink(missing_ok=True)  # from here until the end the case is "not done"
-    _atomic_save_npy(np.ascontiguousarray(data, dtype=np.float32), data_file)
+    save_npy_atomic(data_file, np.ascontiguousarray(data, dtype=np.float32))
     if seg is not None:
-        _atomic_save_npy(np.ascontiguousarray(seg, dtype=np.int16), seg_file)
+        save_npy_atomic(seg_file, np.ascontiguousarray(seg, dtype=np.int16))
     else:
         seg_file.unlink(missing_ok=True)
-    _atomic_write_text(json.dumps(properties), json_file)
+    write_text_atomic(json_file, json.dumps(properties))
 
 
 def preprocess_raw_case(case: RawCase, configuration: Configuration, folder: Path) -> None:

@@ -16,7 +16,6 @@ an in-plane rotation) and origin only change where the voxels lie in the world.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -27,6 +26,7 @@ import numpy as np
 from segforge import paths
 from segforge.errors import InputError
 from segforge.io import Geometry, write_image
+from segforge.io.atomic import write_json_atomic
 from segforge.synthetic.appearance import render_ct, render_mr
 from segforge.synthetic.phantoms import (
     ORGAN_LABELS,
@@ -131,8 +131,8 @@ def make_synthetic_dataset(
         truth = {"kind": kind, "modality": modality, "seed": seed, "num_channels": num_channels,
                  "anisotropic": bool(anisotropic), "nominal_spacing": list(nominal), "shape": list(shape),
                  "cases": truth_cases}
-        _write_json(tmp / "dataset.json", dataset_json)
-        _write_json(tmp / "synthetic_truth.json", truth)
+        write_json_atomic(tmp / "dataset.json", dataset_json)
+        write_json_atomic(tmp / "synthetic_truth.json", truth)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -194,8 +194,3 @@ def _channel_name(modality: str, channel: int) -> str:
     return ("T1", "T2")[channel] if channel < 2 else f"MR{channel}"
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

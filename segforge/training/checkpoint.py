@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from segforge.errors import InputError
+from segforge.io.atomic import temporary_path
 
 __all__ = ["rng_states", "restore_rng_states", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAMES"]
 
@@ -51,11 +52,8 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
     """``torch.save`` to a temporary name in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with temporary_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

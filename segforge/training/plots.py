@@ -8,13 +8,13 @@ shown at the ``z`` slice with most foreground in the reference labels.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from segforge.io.atomic import temporary_path
 from segforge.training.progress_log import TrainingLog
 
 __all__ = ["plot_progress", "plot_batch", "choose_slices", "save_figure"]
@@ -23,11 +23,9 @@ _LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 72) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=dpi, format="png")
-    os.replace(tmp, path)
+    with temporary_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def plot_progress(log: TrainingLog, class_names: list[str], path: str | os.PathLike) -> None:

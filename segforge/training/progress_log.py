@@ -7,7 +7,8 @@ import io
 import math
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+
+from segforge.io.atomic import write_text_atomic
 
 __all__ = ["TrainingLog"]
 
@@ -51,10 +52,7 @@ class TrainingLog:
             w.writerow([self.epoch[i], _num(self.train_loss[i]), _num(self.val_loss[i]),
                         *[_num(d) for d in self.dice[i]], _num(self.mean_dice[i]), _num(self.ema_dice[i]),
                         repr(float(self.lr[i])), _num(self.epoch_seconds[i], 3), _num(self.iters_per_second[i], 3)])
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
+        write_text_atomic(path, buf.getvalue())
 
 
 def _num(v: float, digits: int = 6) -> str:

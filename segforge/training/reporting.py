@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
 from segforge.errors import InputError
+from segforge.io.atomic import write_json_atomic
 from segforge.training import plots
 from segforge.training.progress_log import TrainingLog
 
 __all__ = ["EpochReporter", "write_json"]
 
 
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+write_json = write_json_atomic
 
 
 class EpochReporter:
