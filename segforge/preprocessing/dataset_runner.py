@@ -36,8 +36,6 @@ from segforge.preprocessing.case import (
 __all__ = ["TMP_PREFIX", "preprocess_dataset", "preprocess_raw_case", "case_is_done", "case_files", "write_case"]
 
 
-
-
 def case_files(folder: Path, case: str) -> tuple[Path, Path, Path]:
     """``(CASE.npy, CASE_seg.npy, CASE.json)`` in ``folder``."""
     return folder / f"{case}.npy", folder / f"{case}_seg.npy", folder / f"{case}.json"
