@@ -1,6 +1,7 @@
 """Runs inside the separate nnU-Net v2 environment (benchmarks/.venv-nnunet); never imported by segforge.
 
     python nnunet_driver.py train DATASET FOLD --iters N --val-iters M --max-epochs E --budget-seconds S --device cpu --out result.json
+    python nnunet_driver.py summarize FOLD_FOLDER/checkpoint_final.pth --iters N --out result.json
 
 Trains nnU-Net's default trainer on the 3d_fullres plan through its public Python API with a
 chosen number of iterations per epoch, stops after the first epoch that ends past the wall-clock
@@ -41,24 +42,36 @@ def train(args) -> None:
         trainer.run_training()
     except _BudgetReached:
         trainer.on_train_end()
-    log = trainer.logger.my_fantastic_logging
+    result = _summary(trainer.logger.get_checkpoint(), args.iters)  # nnU-Net's logged values, any logger version
+    result.update(train_wall_seconds=time.perf_counter() - start,
+                  parameters=int(sum(p.numel() for p in trainer.network.parameters())))
+    _write(result, args.out)
+
+
+def summarize(args) -> None:
+    """The same summary from a saved checkpoint (its ``logging`` entry and network weights)."""
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # nnU-Net's own file
+    result = _summary(checkpoint["logging"], args.iters)
+    result["parameters"] = int(sum(v.numel() for v in checkpoint["network_weights"].values()))
+    _write(result, args.out)
+
+
+def _summary(log: dict, iters: int) -> dict:
     epoch_seconds = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
-    result = {
+    return {
         "epochs": len(epoch_seconds),
-        "iters_per_epoch": args.iters,
-        "val_iters_per_epoch": args.val_iters,
+        "iters_per_epoch": iters,
         "epoch_seconds": epoch_seconds,
-        "train_wall_seconds": time.perf_counter() - start,
-        "patch_size": list(trainer.configuration_manager.patch_size),
-        "batch_size": int(trainer.configuration_manager.batch_size),
-        "parameters": int(sum(p.numel() for p in trainer.network.parameters())),
         "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
         "train_losses": [float(v) for v in log["train_losses"]],
     }
-    with open(args.out, "w") as f:
+
+
+def _write(result: dict, out: str) -> None:
+    with open(out, "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
-    print("median epoch seconds", float(np.median(epoch_seconds)))
+    print("median epoch seconds", float(np.median(result["epoch_seconds"])))
 
 
 def main() -> None:
@@ -74,8 +87,12 @@ def main() -> None:
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--out", required=True)
+    s = sub.add_parser("summarize")
+    s.add_argument("checkpoint")
+    s.add_argument("--iters", type=int, default=250)
+    s.add_argument("--out", required=True)
     args = parser.parse_args()
-    train(args)
+    {"train": train, "summarize": summarize}[args.command](args)
 
 
 if __name__ == "__main__":
