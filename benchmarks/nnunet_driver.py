@@ -52,7 +52,9 @@ def summarize(args) -> None:
     """The same summary from a saved checkpoint (its ``logging`` entry and network weights)."""
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # nnU-Net's own file
     result = _summary(checkpoint["logging"], args.iters)
-    result["parameters"] = int(sum(v.numel() for v in checkpoint["network_weights"].values()))
+    # nnU-Net's state dict names some weights twice (aliases): count each storage once
+    unique = {v.untyped_storage().data_ptr(): v.numel() for v in checkpoint["network_weights"].values()}
+    result["parameters"] = int(sum(unique.values()))
     _write(result, args.out)
 
 
