@@ -74,6 +74,12 @@ def machine() -> dict:
             "load_average_1min": os.getloadavg()[0]}  # > cpu_count: others shared the CPU, figures are pessimistic
 
 
+def remove_pipeline_folders(workdir: Path) -> None:
+    """Delete the raw, preprocessed and results folders a run made under ``workdir`` (the JSON stays)."""
+    for sub in ("raw", "segforge_preprocessed", "segforge_results"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
+
+
 def write_result(out: Path, result: dict, line: str) -> None:
     """Print ``line`` and write ``result`` (plus the command and machine) to ``out`` atomically."""
     result = {"command": "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),

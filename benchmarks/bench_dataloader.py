@@ -16,11 +16,17 @@ training waits for data with that many workers; on a shared CPU both compete for
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from _common import Timer, base_parser, prepare_training_data, use_workdir, write_result
+from _common import (
+    Timer,
+    base_parser,
+    prepare_training_data,
+    remove_pipeline_folders,
+    use_workdir,
+    write_result,
+)
 
 
 def main(argv=None) -> int:
@@ -87,8 +93,7 @@ def main(argv=None) -> int:
         line += f"; the trainer consumes {compute:.2f} it/s (compute only)"
     write_result(out, result, line)
     if not args.keep:
-        for sub in ("raw", "segforge_preprocessed", "segforge_results"):
-            shutil.rmtree(args.workdir / sub, ignore_errors=True)
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

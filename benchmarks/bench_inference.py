@@ -19,12 +19,19 @@ restore (back onto the input grid). The first case is a warm-up and left out of 
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import numpy as np
-
-from _common import Timer, base_parser, plan_and_preprocess, prepare_training_data, train_briefly, use_workdir, write_result
+from _common import (
+    Timer,
+    base_parser,
+    plan_and_preprocess,
+    prepare_training_data,
+    remove_pipeline_folders,
+    train_briefly,
+    use_workdir,
+    write_result,
+)
 
 
 def main(argv=None) -> int:
@@ -69,8 +76,7 @@ def main(argv=None) -> int:
             line += f"; cascade not measured: {c['why']}"
     write_result(out, result, line)
     if not args.keep:
-        for sub in ("raw", "segforge_preprocessed", "segforge_results"):
-            shutil.rmtree(args.workdir / sub, ignore_errors=True)
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

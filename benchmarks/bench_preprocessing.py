@@ -22,8 +22,14 @@ import shutil
 import sys
 
 import numpy as np
-
-from _common import Timer, base_parser, make_organs_dataset, run_measured, use_workdir, write_result
+from _common import (
+    Timer,
+    base_parser,
+    make_organs_dataset,
+    run_measured,
+    use_workdir,
+    write_result,
+)
 
 
 def main(argv=None) -> int:

@@ -17,10 +17,17 @@ When (1) is clearly below (2), training waits for data; compare with
 from __future__ import annotations
 
 import csv
-import shutil
 import sys
 
-from _common import Timer, base_parser, prepare_training_data, train_briefly, use_workdir, write_result
+from _common import (
+    Timer,
+    base_parser,
+    prepare_training_data,
+    remove_pipeline_folders,
+    train_briefly,
+    use_workdir,
+    write_result,
+)
 
 
 def main(argv=None) -> int:
@@ -45,7 +52,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from segforge.data import default_num_workers, make_loader, TrainingBatches
+    from segforge.data import TrainingBatches, default_num_workers, make_loader
     from segforge.training import SegmentationTrainer, TrainingOptions
 
     workers = default_num_workers() if args.num_workers is None else args.num_workers
@@ -95,8 +102,7 @@ def main(argv=None) -> int:
             f"({torch.get_num_threads()} threads) -> {100 * e2e / compute:.0f}% of compute-bound speed")
     write_result(out, result, line)
     if not args.keep:
-        for sub in ("raw", "segforge_preprocessed", "segforge_results"):
-            shutil.rmtree(args.workdir / sub, ignore_errors=True)
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

@@ -25,8 +25,14 @@ import sys
 import time
 
 import numpy as np
-
-from _common import base_parser, make_organs_dataset, plan_and_preprocess, run_measured, use_workdir, write_result
+from _common import (
+    base_parser,
+    make_organs_dataset,
+    plan_and_preprocess,
+    run_measured,
+    use_workdir,
+    write_result,
+)
 
 
 def train(dataset: str, configuration: str, minutes: float, env: dict, log, threads: int) -> float:
