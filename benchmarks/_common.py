@@ -125,6 +125,16 @@ def plan_and_preprocess(dataset: str, gpu_memory_gb: float, num_processes: int =
                overrides=overrides, progress=False, log=lambda line: None)
 
 
+def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic training data and plan a loader or trainer benchmark runs on (see prepare_training_data)."""
+    parser.add_argument("--num-cases", type=int, default=8, help="synthetic training cases (default 8)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"),
+                        help="voxels per case (default 64 128 128)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=0.5, help="memory the plan is sized for (default 0.5)")
+    parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="override the planned patch")
+    parser.add_argument("--batch-size", type=int, help="override the planned batch size")
+
+
 def prepare_training_data(dataset_id: int, num_cases: int, shape, gpu_memory_gb: float, num_processes: int = 2,
                           patch_size=None, batch_size=None, kind: str = "organs", num_test: int = 0,
                           configurations=None):

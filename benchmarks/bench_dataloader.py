@@ -21,6 +21,7 @@ from pathlib import Path
 
 from _common import (
     Timer,
+    add_training_data_arguments,
     base_parser,
     prepare_training_data,
     remove_pipeline_folders,
@@ -31,12 +32,7 @@ from _common import (
 
 def main(argv=None) -> int:
     parser = base_parser(__doc__, "bench_dataloader")
-    parser.add_argument("--num-cases", type=int, default=8, help="synthetic training cases (default 8)")
-    parser.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"),
-                        help="voxels per case (default 64 128 128)")
-    parser.add_argument("--gpu-memory-gb", type=float, default=0.5, help="memory the plan is sized for (default 0.5)")
-    parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="override the planned patch")
-    parser.add_argument("--batch-size", type=int, help="override the planned batch size")
+    add_training_data_arguments(parser)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to try (default 0 1 2)")
     parser.add_argument("--batches", type=int, default=30, help="measured batches per worker count (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="batches taken before timing (default 3)")

@@ -21,6 +21,7 @@ import sys
 
 from _common import (
     Timer,
+    add_training_data_arguments,
     base_parser,
     prepare_training_data,
     remove_pipeline_folders,
@@ -32,13 +33,7 @@ from _common import (
 
 def main(argv=None) -> int:
     parser = base_parser(__doc__, "bench_training")
-    parser.add_argument("--num-cases", type=int, default=8, help="synthetic training cases (default 8)")
-    parser.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("Z", "Y", "X"),
-                        help="voxels per case (default 64 128 128)")
-    parser.add_argument("--gpu-memory-gb", type=float, default=0.5,
-                        help="memory the plan is sized for (default 0.5: the small network the demo trains on a CPU)")
-    parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="override the planned patch")
-    parser.add_argument("--batch-size", type=int, help="override the planned batch size")
+    add_training_data_arguments(parser)
     parser.add_argument("--iters", type=int, default=20, help="measured iterations (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="compute-only warm-up iterations (default 3)")
     parser.add_argument("--num-workers", type=int, default=None,

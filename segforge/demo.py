@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -82,8 +81,8 @@ def run_demo(settings: DemoSettings) -> dict:
     train_argv = [name, "0", "--device", device, "--epochs", str(settings.epochs), "--iters-per-epoch",
                   str(settings.iters_per_epoch), "--val-iters", str(settings.val_iters),
                   "--max-minutes", str(settings.train_minutes), "--seed", str(settings.seed)]
-    predict_argv = ["-i", str(raw / "imagesTs"), "-o", str(predictions := paths.results_root() / name /
-                    "demo_predictions"), "-d", name, "--device", device]
+    predictions = paths.results_root() / name / "demo_predictions"
+    predict_argv = ["-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", name, "--device", device]
     if device == "cpu":
         # A CPU affords a few hundred iterations: AdamW at 3e-3 gets there (mean pseudo-Dice ~0.9 after
         # ~175 iterations on this data), SGD at nnU-Net's 1e-2/0.99 needs thousands. Mirroring costs 8x on a CPU.
