@@ -3,7 +3,8 @@
 Every case of the ``locator`` configuration is the whole image at the locator spacing.
 It is placed on a zero canvas whose edges are multiples of 16 and divisible by the
 network's total stride (:func:`locator_canvas`); in training at a random position,
-otherwise centred. Augmentation is light (the locator must see the anatomy as it is):
+otherwise centred; the random placement may push part of the image off the canvas (the
+target stays on it). Augmentation is light (the locator must see the anatomy as it is):
 a small isotropic scale and intensity jitter, and a left/right mirror only when the
 anatomy is symmetric (``LocatorSettings.symmetric``). Parameters are drawn first
 (:func:`draw_augmentation`) and applied by a deterministic function
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 CANVAS_MULTIPLE = 16
+SHIFT_FRACTION = 0.25  # training placement: up to this share of the canvas beyond its slack
+CENTROID_MARGIN = 2.0  # voxels a training centroid stays inside the canvas
 
 
 def canvas_divisor(configuration: Configuration) -> np.ndarray:
@@ -61,11 +64,19 @@ def centred_offset(shape, canvas) -> np.ndarray:
 
 
 def place_on_canvas(data: np.ndarray, canvas, offset) -> np.ndarray:
-    """``(C, *canvas)`` float32 zeros with ``data (C, z, y, x)`` written at ``offset``."""
+    """``(C, *canvas)`` float32 zeros with ``data (C, z, y, x)`` written at ``offset``.
+
+    ``offset`` may be negative or push the image past the canvas: what falls outside is cut.
+    """
     out = np.zeros((data.shape[0], *canvas), dtype=np.float32)
-    o = [int(v) for v in offset]
-    sl = tuple(slice(a, a + n) for a, n in zip(o, data.shape[1:]))
-    out[(slice(None), *sl)] = data
+    o = np.asarray(offset, dtype=np.int64)
+    n = np.asarray(data.shape[1:], dtype=np.int64)
+    lo, hi = np.maximum(o, 0), np.minimum(o + n, np.asarray(canvas, dtype=np.int64))
+    if np.any(hi <= lo):
+        return out
+    dst = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    src = tuple(slice(int(a - v), int(b - v)) for a, b, v in zip(lo, hi, o))
+    out[(slice(None), *dst)] = data[(slice(None), *src)]
     return out
 
 
@@ -114,10 +125,24 @@ class LocatorAugmentation:
     mirror_x: bool
 
 
-def draw_augmentation(rng: np.random.Generator, shape, canvas, symmetric: bool,
-                      scale_range: float = 0.1, intensity_range: float = 0.1) -> LocatorAugmentation:
-    slack = np.asarray(canvas) - np.asarray(shape)
-    offset = tuple(int(rng.integers(0, s + 1)) for s in slack)
+def draw_augmentation(rng: np.random.Generator, shape, canvas, symmetric: bool, centroids=(),
+                      scale_range: float = 0.1, intensity_range: float = 0.1,
+                      shift_fraction: float = SHIFT_FRACTION) -> LocatorAugmentation:
+    """Random parameters; the placement moves the image by up to ``shift_fraction`` of the
+    canvas beyond the canvas' slack, keeping every known centroid ``CENTROID_MARGIN`` voxels
+    inside (the network must learn what the target looks like, not where the training
+    targets happened to lie)."""
+    shape, canvas = np.asarray(shape, dtype=np.int64), np.asarray(canvas, dtype=np.int64)
+    reach = np.floor(shift_fraction * canvas).astype(np.int64)
+    lo, hi = -reach, canvas - shape + reach
+    margin = CENTROID_MARGIN + scale_range * canvas / 2  # the zoom about the centre may move it this far
+    for c in centroids:
+        if c is not None:  # canvas position c + offset within [margin, canvas - 1 - margin]
+            c = np.asarray(c, dtype=np.float64)
+            lo = np.maximum(lo, np.ceil(margin - c).astype(np.int64))
+            hi = np.minimum(hi, np.floor(canvas - 1 - margin - c).astype(np.int64))
+    hi = np.maximum(hi, lo)
+    offset = tuple(int(rng.integers(a, b + 1)) for a, b in zip(lo, hi))
     return LocatorAugmentation(
         offset=offset,
         scale=float(rng.uniform(1 - scale_range, 1 + scale_range)),
@@ -171,7 +196,7 @@ class LocatorBatches:
         images, centroids, augs = [], [], []
         for i in picks:
             case = self.cases[int(i)]
-            aug = draw_augmentation(self.rng, case.data.shape[1:], self.canvas, self.symmetric)
+            aug = draw_augmentation(self.rng, case.data.shape[1:], self.canvas, self.symmetric, case.centroids)
             image, moved = apply_augmentation(case.data, case.centroids, self.canvas, aug)
             images.append(image)
             centroids.append(moved)

@@ -40,7 +40,7 @@ from segforge.cascade.locator_data import (
 from segforge.cascade import locator_plots
 from segforge.data.splits import fold_cases, load_or_create_splits
 from segforge.errors import InputError
-from segforge.networks import build_network
+from segforge.networks import build_network, to_device_layout
 from segforge.networks.unet import deep_supervision_scales
 from segforge.paths import preprocessed_dataset_dir, raw_dataset_dir, results_dataset_dir
 from segforge.planning.plans import Configuration, Plans
@@ -138,7 +138,8 @@ class LocatorTrainer:
         self.val_cases = load_locator_cases(folder, val, self.classes, target)
         shapes = [c.data.shape[1:] for c in self.train_cases + self.val_cases]
         self.canvas = locator_canvas(self.configuration, shapes)
-        self.network = build_network(self.configuration, self.plans.num_channels, self.n_heatmaps).to(self.device)
+        self.network = to_device_layout(
+            build_network(self.configuration, self.plans.num_channels, self.n_heatmaps), self.device)
         self.scales = deep_supervision_scales(self.configuration.network)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -69,7 +69,7 @@ class CascadePredictor(Predictor):
         self.save_locator = save_locator
 
     def _load_locator(self, fold: str) -> torch.nn.Module:
-        from segforge.networks import build_network
+        from segforge.networks import build_network, to_device_layout
 
         path = self.locator_model.checkpoint_file(fold, self.checkpoint)
         ckpt = load_checkpoint(path)
@@ -80,7 +80,7 @@ class CascadePredictor(Predictor):
         except RuntimeError as exc:
             raise InputError(f"locator checkpoint does not fit the planned network ({str(exc).splitlines()[0]})",
                              path) from None
-        return network.to(self.device).eval()
+        return to_device_layout(network, self.device).eval()
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict]:

@@ -88,7 +88,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ loading
     def _load_network(self, fold: str) -> torch.nn.Module:
-        from segforge.networks import build_network
+        from segforge.networks import build_network, to_device_layout
 
         path = self.model.checkpoint_file(fold, self.checkpoint)
         checkpoint = load_checkpoint(path)
@@ -104,7 +104,7 @@ class Predictor:
             raise InputError(
                 f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path
             ) from None
-        return network.to(self.device).eval()
+        return to_device_layout(network, self.device).eval()
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict]:

@@ -7,7 +7,7 @@ larger than one ``3d_fullres`` patch (median whole-image voxels at the target sp
 and the segmenter's training patches rarely see the target.
 
 * ``locator``: the whole image (no crop to non-zero) at a spacing coarse enough for the
-  median image to fit one patch of edges multiples of 16 (the largest edge in
+  largest image to fit one patch of edges multiples of 16 (the largest edge in
   ``LOCATOR_EDGES``, at most 96, whose network fits the budget; and at least
   ``LOCATOR_MIN_DOWNSAMPLING`` x the finest ``3d_fullres`` spacing: the locator only has
   to find the centre, the crop margin absorbs its error), regressing a Gaussian heatmap
@@ -29,7 +29,7 @@ from segforge.errors import InputError
 from segforge.networks.memory import training_memory_bytes
 from segforge.planning.batch_size_rule import choose_batch_size
 from segforge.planning.dataset_stats import (
-    median_extent_mm,
+    max_extent_mm,
     median_shape_at_spacing,
     shapes_at_spacing,
     summary,
@@ -80,7 +80,7 @@ def plan_locator(
     fingerprint: dict, fullres: Configuration, budget_bytes: int, in_channels: int
 ) -> Configuration:
     """The heatmap locator: whole image, coarse spacing, one patch covers the median image."""
-    extent = median_extent_mm(fingerprint, cropped=False)
+    extent = max_extent_mm(fingerprint, cropped=False)  # every image fits the canvas = one patch
     fine = np.maximum(np.asarray(fullres.spacing, dtype=float), LOCATOR_MIN_DOWNSAMPLING * min(fullres.spacing))
     base, _ = base_features_for_budget(budget_bytes)
     for edge in LOCATOR_EDGES:
@@ -117,11 +117,11 @@ def plan_locator(
         "name": "first stage of the cascade",
         "kind": "heatmap regression of the target's centroid",
         "spacing": (
-            f"median image extent {[round(float(e), 1) for e in extent]} mm over a patch edge of {edge} "
+            f"largest image extent {[round(float(e), 1) for e in extent]} mm over a patch edge of {edge} "
             f"-> {spacing_list} mm (never finer than 3d_fullres {fullres.spacing}, nor than "
             f"{LOCATOR_MIN_DOWNSAMPLING:g}x its finest axis)"
         ),
-        "patch_size": f"the median whole image {[int(v) for v in shape]} voxels rounded up to the divisibility rule -> {patch}; "
+        "patch_size": f"the largest whole image {[int(v) for v in shape]} voxels rounded up to the divisibility rule -> {patch}; "
         f"largest edge of {list(LOCATOR_EDGES)} whose network fits the budget",
         "batch_size": batch_why,
         "network": describe_topology(topology, spacing_list) + "; no deep supervision for heatmap regression",

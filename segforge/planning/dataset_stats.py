@@ -65,6 +65,11 @@ def median_extent_mm(fingerprint: dict, cropped: bool = False) -> np.ndarray:
     return np.median(_case_shapes(fingerprint, cropped) * case_spacings(fingerprint), axis=0)
 
 
+def max_extent_mm(fingerprint: dict, cropped: bool = False) -> np.ndarray:
+    """Largest physical size ``(z, y, x)`` mm over the (whole, by default) images, per axis."""
+    return np.max(_case_shapes(fingerprint, cropped) * case_spacings(fingerprint), axis=0)
+
+
 def num_channels(fingerprint: dict) -> int:
     return len(fingerprint["channel_names"])
 

@@ -48,7 +48,7 @@ from segforge.data import (
     worker_seeds,
 )
 from segforge.errors import InputError
-from segforge.networks import build_network
+from segforge.networks import build_network, to_device_layout
 from segforge.planning.plans import Plans
 from segforge.training import plots
 from segforge.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -105,7 +105,7 @@ class SegmentationTrainer:
             torch.backends.cudnn.benchmark = True
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads(o, self.num_workers))
-        self.network = self.build_network().to(self.device)
+        self.network = to_device_layout(self.build_network(), self.device)
         defaults = OPTIMIZERS.get(o.optimizer)
         initial_lr = o.initial_lr if o.initial_lr is not None else (defaults.initial_lr if defaults else 1e-2)
         self.optimizer = build_optimizer(self.network.parameters(), o.optimizer, initial_lr, o.weight_decay)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segforge.cascade.heatmaps import gaussian_heatmap
-from segforge.cascade.locator_data import apply_augmentation, draw_augmentation, locator_canvas
+from segforge.cascade.locator_data import apply_augmentation, draw_augmentation, locator_canvas, place_on_canvas
 from segforge.cascade.locator_trainer import LocatorTrainer, relative_heatmap_mse
 
 from .fixtures import make_cascade_dataset, tiny_plans
@@ -33,18 +33,37 @@ def test_augmentation_moves_the_centroid_with_the_image():
     data[0, 5, 12, 7] = 1.0
     for symmetric in (False, True):
         for _ in range(5):
-            aug = draw_augmentation(rng, (20, 20, 20), (32, 32, 32), symmetric, scale_range=0.0)
+            aug = draw_augmentation(rng, (20, 20, 20), (32, 32, 32), symmetric, [np.array([5.0, 12.0, 7.0])],
+                                    scale_range=0.0)
             out, (c,) = apply_augmentation(data, [np.array([5.0, 12.0, 7.0])], (32, 32, 32), aug)
             peak = np.unravel_index(np.argmax(out[0]), out.shape[1:])
             np.testing.assert_allclose(peak, c, atol=1e-6)
             assert symmetric or not aug.mirror_x
     # zoomed: a smooth blob's centre of mass follows the centroid
     blob = gaussian_heatmap((20, 20, 20), (8.0, 12.0, 9.0), 2.0)[None]
-    aug = dataclasses.replace(draw_augmentation(rng, (20, 20, 20), (32, 32, 32), False),
-                              scale=1.1, intensity_scale=1.0, intensity_shift=0.0)
+    aug = dataclasses.replace(draw_augmentation(rng, (20, 20, 20), (32, 32, 32), False, [np.array([8.0, 12.0, 9.0])]),
+                              offset=(6, 6, 6), scale=1.1, intensity_scale=1.0, intensity_shift=0.0)
     out, (c,) = apply_augmentation(blob, [np.array([8.0, 12.0, 9.0])], (32, 32, 32), aug)
     com = (np.indices(out.shape[1:]) * out[0]).reshape(3, -1).sum(1) / out[0].sum()
     np.testing.assert_allclose(com, c, atol=0.05)
+
+
+def test_training_placement_shifts_past_the_canvas_but_keeps_the_target_on_it():
+    rng = np.random.default_rng(0)
+    centroid = np.array([1.0, 10.0, 18.0])
+    data = np.zeros((1, 20, 20, 20), np.float32)
+    data[0, 1, 10, 18] = 1.0
+    offsets = []
+    for _ in range(200):
+        aug = draw_augmentation(rng, (20, 20, 20), (24, 24, 24), False, [centroid])
+        out, (c,) = apply_augmentation(data, [centroid], (24, 24, 24), aug)
+        assert c is not None and np.all(c >= 2.0) and np.all(c <= 21.0)
+        offsets.append(aug.offset)
+    offsets = np.array(offsets)
+    assert offsets.min() < 0 and offsets.max() > 4  # beyond the slack of 4 voxels, both ways
+    # and a cut image lands where it should: the kept corner is the one on the canvas
+    cut = place_on_canvas(np.arange(27, dtype=np.float32).reshape(1, 3, 3, 3), (4, 4, 4), (-1, 2, 0))
+    assert cut[0, 0, 2, 0] == 9.0 and cut[0, 1, 3, 2] == 23.0 and cut[0, 2:].sum() == 0 and cut[0, :, :2].sum() == 0
 
 
 def test_relative_mse_is_one_for_the_empty_answer():
