@@ -37,7 +37,7 @@ def heatmap_from_output(out, loss: str) -> torch.Tensor:
 def predict_heatmap(networks, data: np.ndarray, configuration: Configuration, device="cpu") -> np.ndarray:
     """Mean heatmap ``(K, z, y, x)`` float32 of ``networks`` over ``data (C, z, y, x)``.
 
-    The image is centred on a zero canvas (:func:`locator_canvas`) and the result cut back
+    The image is centred on a canvas of its background value (:func:`locator_canvas`) and the result cut back
     to the image's own grid. ``kl`` heatmaps are scaled to a peak of 1 for display.
     """
     loss = configuration.locator.loss if configuration.locator else "mse"

@@ -1,7 +1,7 @@
 """Whole-image batches for the locator.
 
 Every case of the ``locator`` configuration is the whole image at the locator spacing.
-It is placed on a zero canvas whose edges are multiples of 16 and divisible by the
+It is placed on a canvas filled with its background value (its minimum) whose edges are multiples of 16 and divisible by the
 network's total stride (:func:`locator_canvas`); in training at a random position,
 otherwise centred; the random placement may push part of the image off the canvas (the
 target stays on it). Augmentation is light (the locator must see the anatomy as it is):
@@ -31,6 +31,7 @@ __all__ = [
     "CANVAS_MULTIPLE",
     "canvas_divisor",
     "locator_canvas",
+    "background_values",
     "place_on_canvas",
     "centred_offset",
     "LocatorCase",
@@ -63,12 +64,23 @@ def centred_offset(shape, canvas) -> np.ndarray:
     return (np.asarray(canvas) - np.asarray(shape)) // 2
 
 
+def background_values(data: np.ndarray) -> np.ndarray:
+    """Per-channel minimum ``(C,)`` of ``data (C, z, y, x)``: the value of "nothing there".
+
+    After normalisation 0 is the foreground's mean intensity (CT z-score on the labels'
+    intensities), so a zero canvas would frame the image with target-bright padding.
+    """
+    return np.asarray(data).reshape(data.shape[0], -1).min(axis=1).astype(np.float32)
+
+
 def place_on_canvas(data: np.ndarray, canvas, offset) -> np.ndarray:
-    """``(C, *canvas)`` float32 zeros with ``data (C, z, y, x)`` written at ``offset``.
+    """``(C, *canvas)`` float32 filled with the image's background, ``data (C, z, y, x)`` at ``offset``.
 
     ``offset`` may be negative or push the image past the canvas: what falls outside is cut.
     """
-    out = np.zeros((data.shape[0], *canvas), dtype=np.float32)
+    data = np.asarray(data)
+    out = np.empty((data.shape[0], *canvas), dtype=np.float32)
+    out[:] = background_values(data)[:, None, None, None]
     o = np.asarray(offset, dtype=np.int64)
     n = np.asarray(data.shape[1:], dtype=np.int64)
     lo, hi = np.maximum(o, 0), np.minimum(o + n, np.asarray(canvas, dtype=np.int64))
@@ -166,7 +178,8 @@ def apply_augmentation(data: np.ndarray, centroids, canvas, aug: LocatorAugmenta
         out = out[..., ::-1].copy()
         moved = [None if c is None else np.array([c[0], c[1], canvas_arr[2] - 1 - c[2]]) for c in moved]
     if aug.scale != 1.0:
-        out = _zoom_about_centre(out, aug.scale)
+        fill = background_values(image)[:, None, None, None]
+        out = _zoom_about_centre(out - fill, aug.scale) + fill
         centre = (canvas_arr - 1) / 2
         moved = [None if c is None else centre + aug.scale * (c - centre) for c in moved]
     moved = [None if c is None or np.any(c < 0) or np.any(c > canvas_arr - 1) else c for c in moved]

@@ -9,7 +9,8 @@ centroid error in mm that the cascade segmenter uses as its crop jitter.
 One epoch = ``iters_per_epoch`` batches of whole images (random placement, light
 augmentation) against targets of the current sigma, then every validation case once
 (centred) at the same sigma; the validation loss drives the sigma curriculum.
-Optimiser: Adam with a poly learning-rate decay (regression of a small blob with SGD's
+Optimiser: Adam with a poly learning-rate decay per iteration, over the time budget when
+there is one (regression of a small blob with SGD's
 high learning rate tends to collapse to the all-zero map).
 """
 
@@ -45,6 +46,7 @@ from segforge.networks.unet import deep_supervision_scales
 from segforge.paths import preprocessed_dataset_dir, raw_dataset_dir, results_dataset_dir
 from segforge.planning.plans import Configuration, Plans
 from segforge.training.losses import DeepSupervisionLoss, heatmap_kl_loss, heatmap_mse_loss
+from segforge.training.schedule import PolyLRSchedule
 
 __all__ = ["LocatorTrainer", "LOCATOR_VALIDATION_FILE", "heatmap_channels", "summarise_errors", "relative_heatmap_mse"]
 
@@ -142,8 +144,7 @@ class LocatorTrainer:
             build_network(self.configuration, self.plans.num_channels, self.n_heatmaps), self.device)
         self.scales = deep_supervision_scales(self.configuration.network)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda e: max(1.0 - e / max(self.epochs, 1), 0.0) ** 0.9)
+        self.scheduler = PolyLRSchedule(self.optimizer, self.learning_rate, self.epochs * self.iters_per_epoch)
         trivial = None if self.settings.loss == "kl" else 1.0  # relative MSE of the all-zero map
         self.curriculum = SigmaCurriculum.from_settings(self.settings, trivial_loss=trivial)
         self.batches = LocatorBatches(self.train_cases, self.canvas, self.configuration.batch_size,
@@ -216,8 +217,8 @@ class LocatorTrainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
             self.optimizer.step()
+            self.scheduler.step()
             losses.append(float(loss.detach()))
-        self.scheduler.step()
         return float(np.mean(losses))
 
     def validate(self, sigma: float) -> tuple[dict, list[dict]]:
@@ -298,6 +299,9 @@ class LocatorTrainer:
             row = {"epoch": self.epoch, "sigma": sigma, "train_loss": train_loss, **metrics,
                    "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": time.monotonic() - t0}
             self.history.append(row)
+            if self.max_minutes is not None:  # decay the learning rate over the time that is left
+                self.scheduler.fit_to_time(60 * self.max_minutes - (time.monotonic() - start),
+                                           row["epoch_time_s"] / self.iters_per_epoch)
             median = metrics["centroid_error_median_mm"]
             self.log(f"locator epoch {self.epoch}/{self.epochs - 1}: sigma {sigma:.2f}, train loss {train_loss:.4f}, "
                        f"val loss {metrics['val_loss']:.4f}, centroid error median "

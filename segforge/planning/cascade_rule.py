@@ -11,7 +11,9 @@ and the segmenter's training patches rarely see the target.
   ``LOCATOR_EDGES``, at most 96, whose network fits the budget; and at least
   ``LOCATOR_MIN_DOWNSAMPLING`` x the finest ``3d_fullres`` spacing: the locator only has
   to find the centre, the crop margin absorbs its error), regressing a Gaussian heatmap
-  at the target's centroid.
+  at the target's centroid. When that grid leaves the median target under
+  ``LOCATOR_TARGET_VOXELS`` voxels across, half the first-stage features buy a finer one
+  (a 3-voxel target among look-alikes is a dot like any other).
 * ``cascade_fullres``: the segmenter at the ``3d_fullres`` spacing on a crop around the
   located centroid; crop = 95th percentile of the foreground extent plus
   ``LOCATOR_MARGIN_VOXELS`` locator voxels on each side for the locator's error, rounded
@@ -46,6 +48,7 @@ __all__ = [
     "LOCATOR_EDGES",
     "LOCATOR_MARGIN_VOXELS",
     "LOCATOR_MIN_DOWNSAMPLING",
+    "LOCATOR_TARGET_VOXELS",
     "decide_cascade",
     "plan_locator",
     "plan_cascade_fullres",
@@ -56,6 +59,8 @@ CASCADE_IMAGE_PATCHES = 4.0
 LOCATOR_EDGES = (96, 80, 64, 48, 32, 16)
 LOCATOR_MIN_DOWNSAMPLING = 2.0  # locator spacing >= this x the finest 3d_fullres spacing
 LOCATOR_MARGIN_VOXELS = 2
+LOCATOR_TARGET_VOXELS = 4  # the median target should span this many locator voxels (else it looks like noise)
+LOCATOR_MIN_FEATURES = 4
 _FIT_BATCH = 2
 
 
@@ -79,17 +84,38 @@ def decide_cascade(fingerprint: dict, fullres: Configuration) -> tuple[bool, str
 def plan_locator(
     fingerprint: dict, fullres: Configuration, budget_bytes: int, in_channels: int
 ) -> Configuration:
-    """The heatmap locator: whole image, coarse spacing, one patch covers the median image."""
+    """The heatmap locator: whole image, coarse spacing, one patch covers the largest image."""
     extent = max_extent_mm(fingerprint, cropped=False)  # every image fits the canvas = one patch
     fine = np.maximum(np.asarray(fullres.spacing, dtype=float), LOCATOR_MIN_DOWNSAMPLING * min(fullres.spacing))
     base, _ = base_features_for_budget(budget_bytes)
-    for edge in LOCATOR_EDGES:
+    target_mm = summary(fingerprint).get("median_union_extent_mm")
+    coarsest = float(min(target_mm)) / LOCATOR_TARGET_VOXELS if target_mm else math.inf
+
+    def candidate(edge: int, features: int):
         spacing = np.maximum(fine, extent.max() / edge)
         shape = np.maximum(np.ceil(extent / spacing - 1e-6), 1).astype(int)
-        patch, topology = fit_topology(list(spacing), list(shape), base_features=base, deep_supervision=False)
+        patch, topology = fit_topology(list(spacing), list(shape), base_features=features, deep_supervision=False)
         sample = training_memory_bytes(topology, patch, 1, in_channels, 1)  # one heatmap channel
-        if _FIT_BATCH * sample <= budget_bytes:
+        return spacing, shape, patch, topology, sample, _FIT_BATCH * sample <= budget_bytes
+
+    for edge in LOCATOR_EDGES:  # the largest edge whose network fits the budget
+        spacing, shape, patch, topology, sample, fits = candidate(edge, base)
+        if fits:
             break
+    resolution_why = f"the median target ({min(target_mm):.1f} mm) spans {min(target_mm) / spacing.max():.1f} voxels" \
+        if target_mm else "no foreground size known"
+    if spacing.max() > coarsest and base // 2 >= LOCATOR_MIN_FEATURES:
+        # too coarse to tell the target from look-alikes: half the features buy a finer grid
+        for finer_edge in reversed(LOCATOR_EDGES):
+            s, n, p, t, m, fits = candidate(finer_edge, base // 2)
+            if s.max() <= coarsest and fits:
+                spacing, shape, patch, topology, sample = s, n, p, t, m
+                resolution_why = (f"at {base} features the grid would leave the median target under "
+                                  f"{LOCATOR_TARGET_VOXELS} voxels; with {base // 2} features a patch edge of {finer_edge} "
+                                  f"fits -> the target ({min(target_mm):.1f} mm) spans "
+                                  f"{min(target_mm) / s.max():.1f} voxels")
+                edge = finer_edge
+                break
     spacing_list = [math.ceil(float(s) * 1e4 - 1e-6) / 1e4 for s in spacing]  # rounded up: the image still fits
     median_shape = median_shape_at_spacing(fingerprint, spacing_list, cropped=False)
     dataset_voxels = total_voxels_at_spacing(fingerprint, spacing_list, cropped=False)
@@ -119,7 +145,7 @@ def plan_locator(
         "spacing": (
             f"largest image extent {[round(float(e), 1) for e in extent]} mm over a patch edge of {edge} "
             f"-> {spacing_list} mm (never finer than 3d_fullres {fullres.spacing}, nor than "
-            f"{LOCATOR_MIN_DOWNSAMPLING:g}x its finest axis)"
+            f"{LOCATOR_MIN_DOWNSAMPLING:g}x its finest axis); {resolution_why}"
         ),
         "patch_size": f"the largest whole image {[int(v) for v in shape]} voxels rounded up to the divisibility rule -> {patch}; "
         f"largest edge of {list(LOCATOR_EDGES)} whose network fits the budget",

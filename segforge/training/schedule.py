@@ -2,7 +2,10 @@
 
 ``sgd``: SGD with Nesterov momentum 0.99 (nnU-Net's choice: robust with instance norm and
 deep supervision); ``adamw``: AdamW, for users who prefer it. The learning rate follows
-``lr = initial_lr * (1 - step / total_steps) ** 0.9``, updated every iteration.
+``lr = initial_lr * (1 - step / total_steps) ** 0.9``, updated every iteration. Under a
+time budget (``--max-minutes``) the trainers shorten ``total_steps`` after every epoch to
+the steps that still fit (:meth:`PolyLRSchedule.fit_to_time`), so the rate reaches zero
+when the time runs out instead of staying near its start.
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ class PolyLRSchedule:
         self.step_count += 1
         self._apply()
 
+    def fit_to_time(self, seconds_left: float, seconds_per_step: float) -> None:
+        """End the decay when ``seconds_left`` run out at ``seconds_per_step`` (never later than planned)."""
+        if seconds_per_step <= 0:
+            return
+        fits = self.step_count + max(int(seconds_left / seconds_per_step), 1)
+        self.total_steps = max(1, min(self.total_steps, fits))
+        self._apply()
+
     def _apply(self) -> None:
         lr = self.lr
         for group in self.optimizer.param_groups:
@@ -77,6 +88,8 @@ class PolyLRSchedule:
                 "exponent": self.exponent}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the step (the total and initial lr come from this run's options)."""
+        """Restore the step (the total and initial lr come from this run's options; a total that a
+        time budget shortened stays shortened)."""
         self.step_count = int(state["step"])
+        self.total_steps = max(1, min(self.total_steps, int(state.get("total_steps", self.total_steps))))
         self._apply()

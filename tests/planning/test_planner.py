@@ -163,6 +163,20 @@ def test_small_target_in_large_image_plans_the_cascade(fingerprint_factory, gpu)
     _check_divisibility(seg)
 
 
+def test_locator_grid_keeps_the_target_several_voxels_across(fingerprint_factory):
+    from segforge.planning.cascade_rule import LOCATOR_TARGET_VOXELS
+
+    # a 14.5 mm target in 220 mm images: at the budget's patch edge it would be 3 voxels across
+    fingerprint = fingerprint_factory(spacings=[1.5, 1.5, 1.5], shapes=[[72, 147, 147]] * 10, bbox_fraction=0.001,
+                                      extent_mm=[15, 16, 14.5], modality="CT")
+    small = plan_experiment(fingerprint, gpu_memory_gb=0.1).configuration("locator")
+    assert 14.5 / max(small.spacing) >= LOCATOR_TARGET_VOXELS
+    assert small.network.features_per_stage[0] == 4  # half of the 8 a 0.1 GB budget gives
+    assert "spans" in small.why["spacing"] and "with 4 features" in small.why["spacing"]
+    roomy = plan_experiment(fingerprint, gpu_memory_gb=0.2).configuration("locator")
+    assert roomy.network.features_per_stage[0] == 8 and 14.5 / max(roomy.spacing) >= LOCATOR_TARGET_VOXELS
+
+
 def test_large_organ_plans_no_cascade(fingerprint_factory):
     plans = plan_experiment(fingerprint_factory(**ISOTROPIC, bbox_fraction=0.4))
     assert "locator" not in plans.configurations

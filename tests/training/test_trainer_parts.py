@@ -39,6 +39,23 @@ def test_poly_schedule_values_and_resume():
         build_optimizer([torch.zeros(1, requires_grad=True)], "adamx")
 
 
+def test_poly_schedule_fits_its_decay_into_the_time_left():
+    opt = build_optimizer([torch.zeros(1, requires_grad=True)], "adamw")
+    sched = PolyLRSchedule(opt, 0.01, total_steps=1000)
+    for _ in range(10):
+        sched.step()
+    sched.fit_to_time(seconds_left=20.0, seconds_per_step=2.0)  # 10 more steps fit
+    assert sched.total_steps == 20 and sched.lr == pytest.approx(0.01 * 0.5**0.9)
+    sched.fit_to_time(seconds_left=1e6, seconds_per_step=2.0)  # never longer than planned before
+    assert sched.total_steps == 20
+    for _ in range(10):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    resumed = PolyLRSchedule(build_optimizer([torch.zeros(1, requires_grad=True)], "adamw"), 0.01, 1000)
+    resumed.load_state_dict({"step": 10, "total_steps": 20})
+    assert resumed.lr == pytest.approx(0.01 * 0.5**0.9)
+
+
 def test_checkpoint_is_weights_only_and_restores_rng(tmp_path):
     random.seed(1)
     np.random.seed(1)
