@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import time
@@ -51,6 +52,7 @@ from segforge.training.schedule import PolyLRSchedule
 __all__ = ["LocatorTrainer", "LOCATOR_VALIDATION_FILE", "heatmap_channels", "summarise_errors", "relative_heatmap_mse"]
 
 LOCATOR_VALIDATION_FILE = "locator_validation.json"
+PLOT_INTERVAL_S = 30.0  # loss and metric curves are redrawn at most this often (and at the end)
 _LOG_FIELDS = [
     "epoch", "sigma", "train_loss", "val_loss", "val_mse", "val_kl", "heatmap_dice",
     "centroid_error_mean_mm", "centroid_error_median_mm", "centroid_error_max_mm", "lr", "epoch_time_s",
@@ -286,6 +288,7 @@ class LocatorTrainer:
         if self.resume and latest.is_file():
             self._load(latest)
         start = time.monotonic()
+        last_plot = -math.inf
         plotted_sigmas = {r["sigma"] for r in self.history}
         while self.epoch < self.epochs:
             t0 = time.monotonic()
@@ -312,16 +315,22 @@ class LocatorTrainer:
                 self.best_error = metrics["centroid_error_median_mm"]
                 self._save("best")
             self._write_log()
-            if self.plots:
-                locator_plots.plot_losses(self.output_dir / "losses.png", self.history)
-                locator_plots.plot_metrics(self.output_dir / "metrics.png", self.history)
+            if self.plots and time.monotonic() - last_plot >= PLOT_INTERVAL_S:
+                self._plot_curves()
+                last_plot = time.monotonic()
             # like SegmentationTrainer: stop when another epoch of the same length would not fit
             if self.max_minutes is not None and time.monotonic() - start + row["epoch_time_s"] > 60 * self.max_minutes:
                 if self.epoch < self.epochs:
                     self.log(f"time budget: stopping after epoch {self.epoch - 1} ({self.max_minutes} minutes)")
                 break
         self._save("final")
+        if self.plots and self.history:
+            self._plot_curves()
         return self.final_validation()
+
+    def _plot_curves(self) -> None:
+        locator_plots.plot_losses(self.output_dir / "losses.png", self.history)
+        locator_plots.plot_metrics(self.output_dir / "metrics.png", self.history)
 
     def final_validation(self) -> dict:
         """Validation centroid errors of the final network -> ``locator_validation.json``."""

@@ -61,6 +61,7 @@ LOCATOR_MIN_DOWNSAMPLING = 2.0  # locator spacing >= this x the finest 3d_fullre
 LOCATOR_MARGIN_VOXELS = 2
 LOCATOR_TARGET_VOXELS = 4  # the median target should span this many locator voxels (else it looks like noise)
 LOCATOR_MIN_FEATURES = 4
+LOCATOR_SIGMA_START = 3.0  # voxels; see LocatorSettings.why["sigma_start"]
 _FIT_BATCH = 2
 
 
@@ -120,23 +121,28 @@ def plan_locator(
     median_shape = median_shape_at_spacing(fingerprint, spacing_list, cropped=False)
     dataset_voxels = total_voxels_at_spacing(fingerprint, spacing_list, cropped=False)
     batch, batch_why = choose_batch_size(sample, budget_bytes, patch, dataset_voxels, 3)
-    sigma_start = round(float(np.mean(patch)) / 4, 2)
+    sigma_start = LOCATOR_SIGMA_START
     settings = LocatorSettings(
         target="union",
         sigma_start=sigma_start,
         sigma_min=1.5,
         sigma_shrink_factor=0.7,
-        loss="mse",
+        shrink_patience=3,
+        loss="kl",
         symmetric=False,
     )
     settings.why = {
         "target": "one heatmap at the centroid of all foreground labels together (the crop must hold them all)",
-        "sigma_start": f"1/4 of the mean patch edge {np.mean(patch):.1f} voxels -> a wide, easy target first",
+        "sigma_start": (f"{LOCATOR_SIGMA_START:g} voxels, about the target's radius: with the KL loss a narrow "
+                        "target cannot collapse to the all-zero map, and a wide start (1/4 of the image) taught "
+                        "a centred blob instead of the target (docs/cascade.md, measured)"),
         "sigma_min": "1.5 voxels: sharp enough for sub-voxel soft-argmax, still learnable",
-        "sigma_shrink_factor": "0.7 per curriculum step (about 2 steps halve sigma)",
+        "sigma_shrink_factor": "0.7 per curriculum step (3 -> 2.1 -> 1.5 voxels)",
         "shrink_loss_threshold": "shrink when the val loss falls under half its value at the current sigma's start",
-        "shrink_patience": "... or after 5 epochs without improvement",
-        "loss": "mse on the heatmap",
+        "shrink_patience": "... or after 3 epochs without improvement",
+        "loss": ("kl: KL(target || spatial softmax), a divergence between normalised heatmaps; it makes the voxels "
+                 "compete, so look-alikes are pushed down where the target is pushed up (relative MSE learned "
+                 "10x slower on look-alike data, docs/cascade.md)"),
         "symmetric": "no left/right mirroring: anatomy is not symmetric in general",
     }
     why = {

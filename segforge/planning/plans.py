@@ -97,12 +97,12 @@ class LocatorSettings:
     """Heatmap locator training for the cascade's first stage (sigmas in locator voxels)."""
 
     target: str = "union"  # "union" of all foreground labels, or "per_class"
-    sigma_start: float = 8.0
+    sigma_start: float = 3.0
     sigma_min: float = 1.5
     sigma_shrink_factor: float = 0.7
     shrink_loss_threshold: float = 0.5  # shrink when val loss < threshold * loss at current sigma's start
-    shrink_patience: int = 5  # ... or when the val loss has not improved for this many epochs
-    loss: str = "mse"  # "mse" or "kl" (divergence between normalised heatmaps)
+    shrink_patience: int = 3  # ... or when the val loss has not improved for this many epochs
+    loss: str = "kl"  # "kl" (divergence between normalised heatmaps) or "mse"
     symmetric: bool = False  # allow left/right mirroring as augmentation
     why: dict[str, str] = field(default_factory=dict)
 
