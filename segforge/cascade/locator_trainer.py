@@ -97,7 +97,7 @@ class LocatorTrainer:
 
     def __init__(self, dataset: str | int, fold: int | str, configuration: str = "locator", *,
                  epochs: int = 100, iters_per_epoch: int = 50, max_minutes: float | None = None,
-                 device: str = "cpu", seed: int = 0, resume: bool = False, learning_rate: float = 1e-3,
+                 device: str = "cpu", seed: int = 0, resume: bool = False, learning_rate: float = 3e-3,
                  plots: bool = True, log=print):
         self.dataset_dir = preprocessed_dataset_dir(dataset)
         self.plans = Plans.load(self.dataset_dir / "plans.json")
@@ -304,7 +304,8 @@ class LocatorTrainer:
             self.history.append(row)
             if self.max_minutes is not None:  # decay the learning rate over the time that is left
                 self.scheduler.fit_to_time(60 * self.max_minutes - (time.monotonic() - start),
-                                           row["epoch_time_s"] / self.iters_per_epoch)
+                                           float(np.median([r["epoch_time_s"] for r in self.history[-5:]]))
+                                           / self.iters_per_epoch)
             median = metrics["centroid_error_median_mm"]
             self.log(f"locator epoch {self.epoch}/{self.epochs - 1}: sigma {sigma:.2f}, train loss {train_loss:.4f}, "
                        f"val loss {metrics['val_loss']:.4f}, centroid error median "

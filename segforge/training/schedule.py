@@ -54,6 +54,7 @@ class PolyLRSchedule:
         self.optimizer = optimizer
         self.initial_lr = float(initial_lr)
         self.total_steps = max(1, int(total_steps))
+        self.planned_steps = self.total_steps  # the decay never ends later than this
         self.exponent = float(exponent)
         self.step_count = 0
         self._apply()
@@ -71,11 +72,14 @@ class PolyLRSchedule:
         self._apply()
 
     def fit_to_time(self, seconds_left: float, seconds_per_step: float) -> None:
-        """End the decay when ``seconds_left`` run out at ``seconds_per_step`` (never later than planned)."""
+        """End the decay when ``seconds_left`` run out at ``seconds_per_step`` (never later than planned).
+
+        Re-estimated after every epoch, so one slow epoch does not end the decay early for good.
+        """
         if seconds_per_step <= 0:
             return
         fits = self.step_count + max(int(seconds_left / seconds_per_step), 1)
-        self.total_steps = max(1, min(self.total_steps, fits))
+        self.total_steps = max(1, min(self.planned_steps, fits))
         self._apply()
 
     def _apply(self) -> None:
@@ -91,5 +95,5 @@ class PolyLRSchedule:
         """Restore the step (the total and initial lr come from this run's options; a total that a
         time budget shortened stays shortened)."""
         self.step_count = int(state["step"])
-        self.total_steps = max(1, min(self.total_steps, int(state.get("total_steps", self.total_steps))))
+        self.total_steps = max(1, min(self.planned_steps, int(state.get("total_steps", self.total_steps))))
         self._apply()

@@ -291,7 +291,7 @@ class SegmentationTrainer:
                 self._end_epoch(epoch, train_loss, val_loss, dice, lr, time.monotonic() - t0, its, reporter, example)
                 if o.max_minutes is not None:  # decay the learning rate over the time that is left
                     self.schedule.fit_to_time(60 * o.max_minutes - (time.monotonic() - started),
-                                              self.history.epoch_seconds[-1] / o.iters_per_epoch)
+                                              float(np.median(self.history.epoch_seconds[-5:])) / o.iters_per_epoch)
                 if self._should_stop(epoch, started):
                     break
             if self.history.epoch and not plot_val:

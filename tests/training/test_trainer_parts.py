@@ -46,8 +46,9 @@ def test_poly_schedule_fits_its_decay_into_the_time_left():
         sched.step()
     sched.fit_to_time(seconds_left=20.0, seconds_per_step=2.0)  # 10 more steps fit
     assert sched.total_steps == 20 and sched.lr == pytest.approx(0.01 * 0.5**0.9)
-    sched.fit_to_time(seconds_left=1e6, seconds_per_step=2.0)  # never longer than planned before
-    assert sched.total_steps == 20
+    sched.fit_to_time(seconds_left=1e6, seconds_per_step=2.0)  # re-estimated, never past the plan
+    assert sched.total_steps == 1000
+    sched.fit_to_time(seconds_left=20.0, seconds_per_step=2.0)
     for _ in range(10):
         sched.step()
     assert opt.param_groups[0]["lr"] == 0.0
