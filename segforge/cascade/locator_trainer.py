@@ -305,7 +305,7 @@ class LocatorTrainer:
             if self.max_minutes is not None:  # decay the learning rate over the time that is left
                 self.scheduler.fit_to_time(60 * self.max_minutes - (time.monotonic() - start),
                                            float(np.median([r["epoch_time_s"] for r in self.history[-5:]]))
-                                           / self.iters_per_epoch)
+                                           / self.iters_per_epoch, self.iters_per_epoch)
             median = metrics["centroid_error_median_mm"]
             self.log(f"locator epoch {self.epoch}/{self.epochs - 1}: sigma {sigma:.2f}, train loss {train_loss:.4f}, "
                        f"val loss {metrics['val_loss']:.4f}, centroid error median "

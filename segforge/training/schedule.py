@@ -3,9 +3,10 @@
 ``sgd``: SGD with Nesterov momentum 0.99 (nnU-Net's choice: robust with instance norm and
 deep supervision); ``adamw``: AdamW, for users who prefer it. The learning rate follows
 ``lr = initial_lr * (1 - step / total_steps) ** 0.9``, updated every iteration. Under a
-time budget (``--max-minutes``) the trainers shorten ``total_steps`` after every epoch to
-the steps that still fit (:meth:`PolyLRSchedule.fit_to_time`), so the rate reaches zero
-when the time runs out instead of staying near its start.
+time budget (``--max-minutes``) the locator trainer shortens ``total_steps`` after every
+epoch to the steps that still fit (:meth:`PolyLRSchedule.fit_to_time`), so its rate reaches
+zero when the time runs out. The segmentation trainer does not: with SGD and momentum 0.99,
+decaying over an 8-minute CPU budget cost the small classes dearly (docs/training.md).
 """
 
 from __future__ import annotations
@@ -71,14 +72,16 @@ class PolyLRSchedule:
         self.step_count += 1
         self._apply()
 
-    def fit_to_time(self, seconds_left: float, seconds_per_step: float) -> None:
+    def fit_to_time(self, seconds_left: float, seconds_per_step: float, steps_per_epoch: int = 1) -> None:
         """End the decay when ``seconds_left`` run out at ``seconds_per_step`` (never later than planned).
 
-        Re-estimated after every epoch, so one slow epoch does not end the decay early for good.
+        Only whole epochs count (the trainers never start an epoch that would not fit). Called
+        after every epoch, so one slow epoch does not end the decay early for good.
         """
         if seconds_per_step <= 0:
             return
-        fits = self.step_count + max(int(seconds_left / seconds_per_step), 1)
+        steps = int(seconds_left / seconds_per_step) // steps_per_epoch * steps_per_epoch
+        fits = self.step_count + max(steps, 1)
         self.total_steps = max(1, min(self.planned_steps, fits))
         self._apply()
 

@@ -289,9 +289,6 @@ class SegmentationTrainer:
                 plot_val = (epoch + 1) % o.val_plot_every == 0 or epoch == o.epochs - 1 or epoch == self.start_epoch
                 val_loss, dice, example = self.validate_epoch(keep_example=plot_val)
                 self._end_epoch(epoch, train_loss, val_loss, dice, lr, time.monotonic() - t0, its, reporter, example)
-                if o.max_minutes is not None:  # decay the learning rate over the time that is left
-                    self.schedule.fit_to_time(60 * o.max_minutes - (time.monotonic() - started),
-                                              float(np.median(self.history.epoch_seconds[-5:])) / o.iters_per_epoch)
                 if self._should_stop(epoch, started):
                     break
             if self.history.epoch and not plot_val:

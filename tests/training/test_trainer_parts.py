@@ -48,7 +48,8 @@ def test_poly_schedule_fits_its_decay_into_the_time_left():
     assert sched.total_steps == 20 and sched.lr == pytest.approx(0.01 * 0.5**0.9)
     sched.fit_to_time(seconds_left=1e6, seconds_per_step=2.0)  # re-estimated, never past the plan
     assert sched.total_steps == 1000
-    sched.fit_to_time(seconds_left=20.0, seconds_per_step=2.0)
+    sched.fit_to_time(seconds_left=29.0, seconds_per_step=2.0, steps_per_epoch=5)  # 14 steps, 2 whole epochs
+    assert sched.total_steps == 20
     for _ in range(10):
         sched.step()
     assert opt.param_groups[0]["lr"] == 0.0
