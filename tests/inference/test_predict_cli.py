@@ -6,9 +6,8 @@ import os
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from inference_fixtures import blob_image, odd_geometry, tiny_plans, write_case, write_model_folder
+from inference_fixtures import blob_image, odd_geometry, write_case
 from segforge.cli.predict import main
 from segforge.io.image import read_image
 
