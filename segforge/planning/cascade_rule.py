@@ -106,17 +106,21 @@ def plan_locator(
     resolution_why = f"the median target ({min(target_mm):.1f} mm) spans {min(target_mm) / spacing.max():.1f} voxels" \
         if target_mm else "no foreground size known"
     if spacing.max() > coarsest and base // 2 >= LOCATOR_MIN_FEATURES:
-        # too coarse to tell the target from look-alikes: half the features buy a finer grid
-        for finer_edge in reversed(LOCATOR_EDGES):
-            s, n, p, t, m, fits = candidate(finer_edge, base // 2)
-            if s.max() <= coarsest and fits:
-                spacing, shape, patch, topology, sample = s, n, p, t, m
-                resolution_why = (f"at {base} features the grid would leave the median target under "
-                                  f"{LOCATOR_TARGET_VOXELS} voxels; with {base // 2} features a patch edge of {finer_edge} "
-                                  f"fits -> the target ({min(target_mm):.1f} mm) spans "
-                                  f"{min(target_mm) / s.max():.1f} voxels")
-                edge = finer_edge
-                break
+        # too coarse to tell the target from look-alikes: half the features buy a finer grid,
+        # the first that reaches the target size, else the finest that fits
+        finer = None
+        for finer_edge in reversed(LOCATOR_EDGES):  # small edges (coarse grids) first
+            option = candidate(finer_edge, base // 2)
+            if option[-1] and option[0].max() < spacing.max() - 1e-9:
+                finer = (finer_edge, option)
+                if option[0].max() <= coarsest:
+                    break
+        if finer is not None:
+            edge, (spacing, shape, patch, topology, sample, _) = finer
+            resolution_why = (f"at {base} features the grid would leave the median target under "
+                              f"{LOCATOR_TARGET_VOXELS} voxels; with {base // 2} features a patch edge of {edge} "
+                              f"fits -> the target ({min(target_mm):.1f} mm) spans "
+                              f"{min(target_mm) / spacing.max():.1f} voxels")
     spacing_list = [math.ceil(float(s) * 1e4 - 1e-6) / 1e4 for s in spacing]  # rounded up: the image still fits
     median_shape = median_shape_at_spacing(fingerprint, spacing_list, cropped=False)
     dataset_voxels = total_voxels_at_spacing(fingerprint, spacing_list, cropped=False)
