@@ -175,6 +175,13 @@ def test_locator_grid_keeps_the_target_several_voxels_across(fingerprint_factory
     assert "spans" in small.why["spacing"] and "with 4 features" in small.why["spacing"]
     roomy = plan_experiment(fingerprint, gpu_memory_gb=0.2).configuration("locator")
     assert roomy.network.features_per_stage[0] == 8 and 14.5 / max(roomy.spacing) >= LOCATOR_TARGET_VOXELS
+    # a 13 mm target: no grid that fits reaches 4 voxels, the finest that fits is still taken
+    smaller = fingerprint_factory(spacings=[1.5, 1.5, 1.5], shapes=[[72, 147, 147]] * 10, bbox_fraction=0.001,
+                                  extent_mm=[13, 14, 13], modality="CT")
+    base_grid = 220.5 / 48  # the 8-feature choice: edge 48
+    finest = plan_experiment(smaller, gpu_memory_gb=0.1).configuration("locator")
+    assert finest.network.features_per_stage[0] == 4 and max(finest.spacing) < base_grid - 0.5
+    assert 13 / max(finest.spacing) < LOCATOR_TARGET_VOXELS and "spans 3.8 voxels" in finest.why["spacing"]
 
 
 def test_large_organ_plans_no_cascade(fingerprint_factory):
