@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from segforge.io.atomic import temporary_path  # noqa: E402
 
 __all__ = ["plot_heatmap_target", "plot_losses", "plot_metrics", "plot_validation_case"]
 
@@ -26,11 +25,9 @@ _VIEWS = (("axial (z)", 0), ("coronal (y)", 1), ("sagittal (x)", 2))
 
 
 def _save(fig, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=72)
+    with temporary_path(path) as tmp:  # keeps the .png suffix savefig reads the format from
+        fig.savefig(tmp, dpi=72)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _slice(volume: np.ndarray, axis: int, index: float) -> np.ndarray:

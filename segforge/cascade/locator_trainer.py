@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -42,10 +41,12 @@ from segforge.cascade.locator_data import (
 from segforge.cascade import locator_plots
 from segforge.data.splits import fold_cases, load_or_create_splits
 from segforge.errors import InputError
+from segforge.io.atomic import temporary_path, write_json_atomic
 from segforge.networks import build_network, to_device_layout
 from segforge.networks.unet import deep_supervision_scales
 from segforge.paths import preprocessed_dataset_dir, raw_dataset_dir, results_dataset_dir
 from segforge.planning.plans import Configuration, Plans
+from segforge.training.checkpoint import save_checkpoint
 from segforge.training.losses import DeepSupervisionLoss, heatmap_kl_loss, heatmap_mse_loss
 from segforge.training.schedule import PolyLRSchedule
 
@@ -170,10 +171,7 @@ class LocatorTrainer:
         }
 
     def _save(self, which: str) -> None:
-        path = self.output_dir / f"checkpoint_{which}.pt"
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self._checkpoint(), tmp)
-        os.replace(tmp, path)
+        save_checkpoint(self.output_dir / f"checkpoint_{which}.pt", self._checkpoint())
 
     def _load(self, path: Path) -> None:
         ckpt = torch.load(path, map_location=self.device, weights_only=True)
@@ -349,10 +347,7 @@ class LocatorTrainer:
         if summary["n"]:
             self.log(f"fold {self.fold} locator centroid error: mean {summary['mean_mm']:.2f} mm, median "
                        f"{summary['median_mm']:.2f} mm, max {summary['max_mm']:.2f} mm ({summary['n']} validation cases)")
-        path = self.output_dir / LOCATOR_VALIDATION_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(self.output_dir / LOCATOR_VALIDATION_FILE, result)
         if self.plots:
             for case, r in list(zip(self.val_cases, per_case))[:3]:
                 self._plot_validation_case(case, r)
@@ -366,19 +361,15 @@ class LocatorTrainer:
         except InputError:
             return
         if src.is_file():
-            tmp = self.model_dir / "dataset.json.tmp"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, self.model_dir / "dataset.json")
+            with temporary_path(self.model_dir / "dataset.json") as tmp:
+                shutil.copyfile(src, tmp)
 
     def _write_log(self) -> None:
-        path = self.output_dir / "log.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with temporary_path(self.output_dir / "log.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=_LOG_FIELDS)
             writer.writeheader()
             for row in self.history:
                 writer.writerow({k: row.get(k) for k in _LOG_FIELDS})
-        os.replace(tmp, path)
 
     def _plot_target(self, sigma: float) -> None:
         case = self.train_cases[0]

@@ -19,8 +19,6 @@ each prediction (``CASE_locator.json`` and ``CASE_locator_heatmap.nii.gz``).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from segforge.cascade.locator_trainer import LocatorTrainer
 from segforge.errors import InputError
 from segforge.inference.model import ModelFolder, load_checkpoint
 from segforge.inference.predictor import Predictor
+from segforge.io.atomic import write_json_atomic
 from segforge.io.geometry import Geometry
 
 __all__ = ["CascadePredictor", "locator_model_folder", "save_locator_result"]
@@ -155,7 +154,5 @@ def save_locator_result(result: dict, target: Path) -> tuple[Path, Path]:
         "why": "world point (x, y, z) mm, ITK/LPS; voxels (z, y, x)",
     }
     json_path = target.with_name(f"{stem}_locator.json")
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_json_atomic(json_path, info)
     return json_path, target.with_name(heat_files[0])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -48,6 +47,7 @@ from segforge.data import (
     worker_seeds,
 )
 from segforge.errors import InputError
+from segforge.io.atomic import temporary_path
 from segforge.networks import build_network, to_device_layout
 from segforge.planning.plans import Plans
 from segforge.training import plots
@@ -372,8 +372,8 @@ class SegmentationTrainer:
                                    paths.raw_root() / self.plans.dataset_name / "dataset.json") if p.is_file()), None)
         target = self.model_folder / "dataset.json"
         if source is not None:
-            shutil.copyfile(source, target.with_name("dataset.json.tmp"))
-            os.replace(target.with_name("dataset.json.tmp"), target)
+            with temporary_path(target) as tmp:
+                shutil.copyfile(source, tmp)
         else:
             write_json(target, {"channel_names": self.plans.channel_names, "labels": self.plans.labels})
         write_json(self.output_folder / "training_options.json",
