@@ -29,8 +29,9 @@ from segforge.io.geometry import Geometry
 
 __all__ = ["Predictor", "create_predictor", "pick_device"]
 
-# windows per forward pass: (2D, 3D) on a GPU and on a CPU
-_WINDOW_BATCH = {"cuda": (32, 4), "cpu": (8, 1)}
+# network inputs (windows x mirror flips) per forward pass: (2D, 3D) on a GPU and on a CPU;
+# on the CPU a pass of one 3D window costs 4-5x a window of a larger pass (docs/prediction.md)
+_WINDOW_BATCH = {"cuda": (32, 4), "cpu": (16, 4)}
 # share of the free GPU memory the image-sized buffers may take before they move to the CPU
 _DEVICE_MEMORY_SHARE = 0.6
 

@@ -32,6 +32,7 @@ __all__ = [
     "iter_windows",
     "mirror_combinations",
     "predict_batch",
+    "network_forward",
     "LogitAccumulator",
     "sliding_window_logits",
     "sliding_window_predict",
@@ -69,23 +70,45 @@ def mirror_combinations(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-def predict_batch(network: torch.nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int] = ()) -> torch.Tensor:
+def predict_batch(
+    network: torch.nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int] = (), max_inputs: int | None = None
+) -> torch.Tensor:
     """Logits ``(B, K, *patch)`` of ``batch (B, C, *patch)``, averaged over all mirror flips.
 
-    ``mirror_axes`` count spatial axes of the network input (0 = first axis after C).
+    ``mirror_axes`` count spatial axes of the network input (0 = first axis after C). The
+    flipped copies go through the network together with the windows, as one batch of
+    ``B * flips`` inputs, split into passes of at most ``max_inputs`` (default: all at once).
     """
     flips = mirror_combinations(mirror_axes)
+    inputs = [(b, tuple(a + 2 for a in flip)) for b in range(batch.shape[0]) for flip in flips]
+    step = max(1, int(max_inputs or len(inputs)))
     total = None
-    for flip in flips:
-        dims = [a + 2 for a in flip]
-        x = torch.flip(batch, dims) if dims else batch
-        y = network(x)
-        y = (torch.flip(y, dims) if dims else y).float()
-        if total is None:  # a copy: the network's output may be a view of its input
-            total = y.clone() if len(flips) > 1 else y
-        else:
-            total.add_(y)
+    for start in range(0, len(inputs), step):
+        chunk = inputs[start : start + step]
+        x = torch.cat([_flip(batch[b : b + 1], dims) for b, dims in chunk])
+        y = network_forward(network, x).float()
+        if total is None:
+            total = torch.zeros((batch.shape[0], *y.shape[1:]), dtype=torch.float32, device=y.device)
+        for i, (b, dims) in enumerate(chunk):
+            total[b] += _flip(y[i], [d - 1 for d in dims])
     return total.div_(len(flips)) if len(flips) > 1 else total
+
+
+def network_forward(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``network(x)``, with a batch of one doubled on the CPU.
+
+    PyTorch sends a float32 CPU convolution with a batch of one and a small input (N*C*D*H <=
+    20480 with a 3x3x3 kernel) to its slow im2col kernel instead of oneDNN: for the planned
+    CPU U-Nets a one-window pass cost 4-5x the per-window time of a two-window pass
+    (docs/prediction.md, "Why prediction was slow"). Two copies of the window cost less.
+    """
+    if x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32:
+        return network(torch.cat((x, x)))[:1]
+    return network(x)
+
+
+def _flip(x: torch.Tensor, dims) -> torch.Tensor:
+    return torch.flip(x, list(dims)) if dims else x
 
 
 class LogitAccumulator:
@@ -103,8 +126,10 @@ class LogitAccumulator:
 
     def add(self, logits: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> None:
         """``logits (B, K, *window)``; ``windows[b]`` the ``(z, y, x)`` slices of window ``b``."""
-        # an asynchronous copy is only safe towards the GPU (a GPU->CPU one may be read too early)
-        logits = logits.to(self.device, torch.float32, non_blocking=self.device.type == "cuda")
+        # an asynchronous copy is only safe towards the GPU (a GPU->CPU one may be read too early);
+        # channels-last network outputs are made contiguous once rather than read strided per window
+        logits = logits.to(self.device, torch.float32, non_blocking=self.device.type == "cuda",
+                           memory_format=torch.contiguous_format)
         for b, window in enumerate(windows):
             self.logits[(slice(None), *window)].addcmul_(logits[b], self.importance)
             self.weights[window] += self.importance
@@ -133,7 +158,9 @@ def sliding_window_logits(
 ) -> torch.Tensor:
     """Importance-weighted mean logits ``(K, z, y, x)`` of ``network`` over ``data (C, z, y, x)``.
 
-    ``patch_size`` is ``(z, y, x)`` for a 3D network or ``(y, x)`` for a 2D one (then every
+    ``batch_size`` is the number of network inputs per forward pass, windows times mirror
+    flips: with 8 flips and a batch of 4, each pass holds one window's first or last four
+    flips; without mirroring, four windows. ``patch_size`` is ``(z, y, x)`` for a 3D network or ``(y, x)`` for a 2D one (then every
     slice is predicted; ``mirror_axes`` count the network's spatial axes: ``(0, 1)`` for 2D).
     An image smaller than the patch is zero-padded (centred) and the result cropped back.
     The result lies on ``accumulate_device`` (default: ``device``). ``progress`` shows a bar
@@ -153,15 +180,17 @@ def sliding_window_logits(
     data = data.to(accumulate_device)
     importance = gaussian_importance_map(window, device=accumulate_device)
     windows = list(iter_windows(data.shape[1:], window, step))
+    flips = len(mirror_combinations(mirror_axes))
+    windows_per_pass = max(1, int(batch_size) // flips)
     accumulator = None
     bar = tqdm(total=len(windows), desc="windows", unit="win", leave=False, disable=not progress)
     with bar, torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
+        for start in range(0, len(windows), windows_per_pass):
+            chunk = windows[start : start + windows_per_pass]
             batch = torch.stack([data[(slice(None), *w)] for w in chunk]).to(device, non_blocking=True)
             if dims == 2:
                 batch = batch[:, :, 0]
-            logits = predict_batch(network, batch, mirror_axes)
+            logits = predict_batch(network, batch, mirror_axes, max_inputs=batch_size)
             if dims == 2:
                 logits = logits[:, :, None]
             if accumulator is None:

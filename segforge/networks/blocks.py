@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segforge.networks.registry import look_up
 
-__all__ = ["NORMS", "NONLINS", "conv_class", "transposed_conv_class", "make_norm", "make_nonlin", "ConvNormAct", "PlainStage",
+__all__ = ["InstanceNorm2d", "InstanceNorm3d", "NORMS", "NONLINS", "conv_class", "transposed_conv_class", "make_norm", "make_nonlin", "ConvNormAct", "PlainStage",
            "ResidualBlock", "ResidualStage", "STAGES"]
 
 
@@ -24,9 +26,41 @@ def _group_norm(channels: int, dims: int) -> nn.Module:
     return nn.GroupNorm(groups, channels, affine=True)
 
 
+class _GroupNormWhenNoGrad:
+    """Instance normalisation computed as a group norm with one group per channel when no
+    gradient is recorded (prediction, validation).
+
+    The same numbers (to float rounding), but ``aten::instance_norm`` first copies a
+    channels-last input to contiguous and then runs the batch-norm kernel on ``(1, B*C, ...)``:
+    in a CPU forward pass of the planned U-Nets that copy and kernel took about as long as the
+    convolutions, and the next convolution copied back to channels-last. ``group_norm`` keeps
+    the layout and was 1.3-1.6x faster for the whole eval forward (docs/prediction.md). With
+    gradients the stock kernel stays: its backward is what training was measured with.
+    Parameters and state-dict keys are those of ``nn.InstanceNormNd`` (checkpoints load as before).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or self.track_running_stats:
+            return super().forward(x)
+        self._check_input_dim(x)
+        unbatched = x.dim() == self._get_no_batch_dim()
+        if unbatched:
+            x = x.unsqueeze(0)
+        out = F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+        return out.squeeze(0) if unbatched else out
+
+
+class InstanceNorm2d(_GroupNormWhenNoGrad, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` with the no-gradient fast path of :class:`_GroupNormWhenNoGrad`."""
+
+
+class InstanceNorm3d(_GroupNormWhenNoGrad, nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` with the no-gradient fast path of :class:`_GroupNormWhenNoGrad`."""
+
+
 # name -> (channels, dims) -> module
 NORMS = {
-    "instance": lambda c, d: (nn.InstanceNorm2d if d == 2 else nn.InstanceNorm3d)(c, eps=1e-5, affine=True),
+    "instance": lambda c, d: (InstanceNorm2d if d == 2 else InstanceNorm3d)(c, eps=1e-5, affine=True),
     "batch": lambda c, d: (nn.BatchNorm2d if d == 2 else nn.BatchNorm3d)(c, eps=1e-5),
     "group": _group_norm,
 }

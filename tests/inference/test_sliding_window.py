@@ -9,6 +9,8 @@ from segforge.inference.sliding_window import (
     LogitAccumulator,
     iter_windows,
     mirror_combinations,
+    network_forward,
+    predict_batch,
     sliding_window_logits,
     sliding_window_predict,
     window_starts,
@@ -121,3 +123,43 @@ def test_predict_returns_probabilities():
     probs = sliding_window_predict(SymmetricBlur(), data, (8, 8, 8), mirror_axes=(0,), device="cpu")
     assert probs.shape == (2, 9, 9, 9)
     torch.testing.assert_close(probs.sum(0), torch.ones(9, 9, 9))
+
+
+def test_mirrored_batch_is_the_mean_of_the_flipped_predictions_whatever_the_pass_size():
+    rng = np.random.default_rng(3)
+    batch = torch.from_numpy(rng.normal(size=(3, 1, 6, 8, 7)).astype(np.float32))
+    net = Skewed()
+    with torch.no_grad():
+        expected = torch.zeros(3, 2, 6, 8, 7)
+        for flip in mirror_combinations((0, 1, 2)):
+            dims = [a + 2 for a in flip]
+            y = net(torch.flip(batch, dims) if dims else batch)
+            expected += torch.flip(y, dims) if dims else y
+        expected /= 8
+        for max_inputs in (None, 1, 3, 4, 24):
+            torch.testing.assert_close(predict_batch(net, batch, (0, 1, 2), max_inputs), expected,
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_pass_size_does_not_change_the_sliding_window_result():
+    data = np.random.default_rng(4).normal(size=(1, 12, 19, 14)).astype(np.float32)
+    net = Skewed()
+    ref = sliding_window_logits(net, data, (8, 8, 8), mirror_axes=(0, 2), batch_size=1, device="cpu")
+    for batch_size in (2, 3, 4, 9):
+        torch.testing.assert_close(
+            sliding_window_logits(net, data, (8, 8, 8), mirror_axes=(0, 2), batch_size=batch_size, device="cpu"),
+            ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_window_pass_on_the_cpu_runs_as_two_and_returns_one():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return x * 2
+
+    x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
+    out = network_forward(Recorder(), x)
+    assert seen == [2] and out.shape == (1, 1, 2, 2, 2)
+    torch.testing.assert_close(out, x * 2)

@@ -115,3 +115,22 @@ def test_n_conv_per_stage_accepts_one_per_stage_and_checks_length(make_configura
     assert len(net.encoder[2]) == 3
     with pytest.raises(ValueError, match=r"n_conv_per_stage needs one value or one per stage \(3\)"):
         build_network(make_configuration("2d", n_conv_per_stage=[1, 2]), 1, 2)
+
+
+@pytest.mark.parametrize("geometry", ["2d", "3d_aniso"])
+def test_instance_norm_without_gradients_gives_the_training_path_numbers(make_configuration, geometry):
+    """The no-gradient fast path (group norm, one group per channel) equals the stock instance norm."""
+    from segforge.networks import build_network, to_device_layout
+
+    torch.manual_seed(0)
+    configuration = make_configuration(geometry)
+    net = to_device_layout(build_network(configuration, 2, 3), "cpu").eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.instancenorm._InstanceNorm):
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+    x = torch.randn(2, 2, *[2 * p for p in configuration.patch_size]) * 3 + 1
+    with_grad = net(x)
+    with torch.inference_mode():
+        fast = net(x)
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-4, atol=1e-4)
