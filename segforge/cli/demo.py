@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="segforge_demo",
         description="Generate a synthetic dataset and run it through the whole pipeline "
         "(plan and preprocess, train fold 0, predict held-out scans, evaluate).",

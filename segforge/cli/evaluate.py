@@ -11,13 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Score predicted label maps against references: "
+    parser = CommandParser(prog=PROG, description="Score predicted label maps against references: "
                                      "Dice, IoU, HD95 (mm) and surface Dice per case and label.")
     parser.add_argument("-ref", "--reference", required=True, help="folder of reference label files")
     parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label files (same names)")
@@ -34,10 +34,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        from segforge.errors import InputError
         from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
+        from segforge.io.atomic import check_writable_folder
 
-        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, args.num_processes)
+        if args.num_processes < 1:
+            raise InputError(f"-np must be at least 1, got {args.num_processes}")
         output = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
+        if output.is_dir():  # checked before the scoring, not after it
+            raise InputError("-o is a folder; give the summary file's path, e.g. "
+                             f"{output / 'summary.json'}", output)
+        if args.output:
+            check_writable_folder(output.parent, "folder of -o")
+        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, args.num_processes)
         save_summary(summary, output)
         print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
         print(f"summary written to {output}")

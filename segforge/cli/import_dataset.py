@@ -7,14 +7,14 @@
 import argparse
 import sys
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 from segforge.io.importer import import_plain_dataset
 
 PROG = "segforge_import"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description="Import SRC holding images/ + labels/ (or train/ val/ test/ each holding them; test may lack "
         "labels) into segforge_raw/DatasetNNN_NAME in the nnU-Net layout. Images may be image files or DICOM "

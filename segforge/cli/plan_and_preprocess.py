@@ -10,16 +10,17 @@ problem when the dataset or an argument is wrong.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_plan_and_preprocess"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Fingerprint a raw dataset, plan its configurations (plans.json) and preprocess them.",
     )
@@ -52,8 +53,8 @@ def main(argv=None) -> int:
 
         if args.num_processes < 1:
             raise InputError(f"-np must be at least 1, got {args.num_processes}")
-        if args.gpu_memory_gb <= 0:
-            raise InputError(f"--gpu-memory-gb must be positive, got {args.gpu_memory_gb}")
+        if not (math.isfinite(args.gpu_memory_gb) and args.gpu_memory_gb > 0):
+            raise InputError(f"--gpu-memory-gb must be a positive number of GB, got {args.gpu_memory_gb}")
         overrides = PlanOverrides(
             spacing=tuple(args.spacing) if args.spacing else None,
             patch_size=tuple(args.patch_size) if args.patch_size else None,

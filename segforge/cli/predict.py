@@ -12,13 +12,13 @@ import sys
 import time
 import warnings
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Predict label maps for a folder of images, one image, "
+    p = CommandParser(prog=PROG, description="Predict label maps for a folder of images, one image, "
                                 "or folders of DICOM series, onto each input's own grid.")
     p.add_argument("-i", "--input", required=True, help="folder of images (CASE_0000.nii.gz ...), one image file, "
                    "a DICOM series folder, or a folder of DICOM series folders")
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-locator", action="store_true",
                    help="cascade models: also write CASE_locator.json (located centroid, world mm) and "
                    "CASE_locator_heatmap.nii.gz (the heatmap on the locator grid)")
-    p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--continue", dest="skip_existing", action="store_true",
+                   help="skip cases whose output is complete (a whole, readable label map on the input's grid); "
+                   "damaged or partial outputs are predicted again, saying why")
     p.add_argument("--prefetch", type=int, default=2, help="cases read and preprocessed ahead (default 2)")
     return p
 
@@ -49,18 +51,21 @@ def main(argv=None) -> int:
 
     def body() -> int:
         from segforge.errors import InputError
-        from segforge.inference.inputs import check_output_folder, discover_cases
+        from segforge.inference.inputs import discover_cases
         from segforge.inference.model import ModelFolder, resolve_model_folder
+        from segforge.inference.outputs import prepare_output_folder
         from segforge.inference.pipeline import predict_cases
         from segforge.inference.predictor import create_predictor
 
         if not 0 < args.step <= 1:
             raise InputError(f"--step must be in (0, 1], got {args.step}")
+        if args.prefetch < 0:
+            raise InputError(f"--prefetch must be 0 or more, got {args.prefetch}")
         start = time.perf_counter()
         folder = resolve_model_folder(args.dataset, args.model_folder, args.configuration, args.trainer)
         model = ModelFolder.open(folder)
         cases = discover_cases(args.input, model.plans.num_channels)
-        check_output_folder(args.input, args.output, cases)
+        prepare_output_folder(args.input, args.output, cases)  # before any work: a bad -o is refused at once
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint, device=args.device,

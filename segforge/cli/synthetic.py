@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_synthetic"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Generate a synthetic dataset (nnU-Net raw layout) with "
+    p = CommandParser(prog=PROG, description="Generate a synthetic dataset (nnU-Net raw layout) with "
                                 "known answers in synthetic_truth.json.")
     p.add_argument("-d", "--dataset-id", type=int, required=True, help="dataset number, 0-999")
     p.add_argument("-n", "--name", required=True, help="dataset name (letters, digits, _ and -)")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segforge.cli._runner import run_command
+from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Train one fold of a planned configuration.")
+    p = CommandParser(prog=PROG, description="Train one fold of a planned configuration.")
     p.add_argument("dataset", help="dataset id (901) or name (Dataset901_Name)")
     p.add_argument("fold", help="fold number (0..4) or 'all' (train and validate on every case)")
     p.add_argument("-c", "--configuration", default=None, help="configuration to train (default: the plans' default)")
@@ -57,7 +57,11 @@ def main(argv=None) -> int:
         from segforge.training.registry import look_up_step, training_steps
 
         fold = parse_fold(args.fold)
-        plans = Plans.load(paths.preprocessed_dataset_dir(args.dataset) / "plans.json")
+        from segforge.networks.registry import check_buildable
+
+        plans_file = paths.preprocessed_dataset_dir(args.dataset) / "plans.json"
+        plans = Plans.load(plans_file)
+        check_buildable(plans, plans_file)  # a typo in a name is reported with the file
         steps = training_steps(plans, args.configuration)
         device = str(resolve_device(args.device))
         if args.validation_only:

@@ -31,7 +31,7 @@ import numpy as np
 from segforge.errors import DatasetProblems, InputError
 from segforge.evaluation.metrics import class_metrics
 from segforge.io.atomic import write_text_atomic
-from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_image, split_ending
+from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_label, split_ending
 
 __all__ = [
     "METRICS",
@@ -76,10 +76,10 @@ def evaluate_case(
     """Metrics of one case: ``{"metrics": {label: {...}}}`` or ``{"geometry_mismatch": text}``.
 
     ``labels`` None: every non-zero value in either file. Raises :class:`InputError` when a
-    file cannot be read.
+    file cannot be read or is not a label map (non-integer values are refused, not rounded).
     """
-    reference, ref_geometry = read_image(reference_file)
-    prediction, pred_geometry = read_image(prediction_file)
+    reference, ref_geometry = read_label(reference_file)
+    prediction, pred_geometry = read_label(prediction_file)
     if not ref_geometry.same_grid(pred_geometry):
         return {"geometry_mismatch": ref_geometry.describe_difference(pred_geometry)}
     if labels is None:
@@ -108,8 +108,8 @@ def evaluate_folders(
     predictions = label_files(prediction_folder)
     if not references:
         raise InputError(f"no reference label files ({', '.join(IMAGE_ENDINGS)})", reference_folder)
-    if tolerance_mm < 0:
-        raise InputError(f"tolerance must be >= 0 mm, got {tolerance_mm}")
+    if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
+        raise InputError(f"tolerance must be a finite number >= 0 mm, got {tolerance_mm}")
     pairs = [(case, references[case], predictions[case]) for case in references if case in predictions]
     missing = sorted(case for case in references if case not in predictions)
     extra = sorted(case for case in predictions if case not in references)

@@ -21,7 +21,7 @@ from segforge import paths
 from segforge.errors import InputError
 from segforge.planning.plans import Configuration, Plans
 
-__all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "CHECKPOINT_NAMES"]
+__all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "checkpoint_plans_version", "CHECKPOINT_NAMES"]
 
 CHECKPOINT_NAMES = ("final", "best", "latest")
 DEFAULT_TRAINER = "SegmentationTrainer"
@@ -43,6 +43,9 @@ class ModelFolder:
         if not path.is_dir():
             raise InputError("model folder not found", path)
         plans = Plans.load(path / "plans.json")
+        from segforge.networks.registry import check_buildable
+
+        check_buildable(plans, path / "plans.json")  # a typo in a name is reported with the file
         trainer, sep, config_name = path.name.partition("__")
         if not sep:
             raise InputError("model folder name must be <trainer>__<configuration>, e.g. "
@@ -55,6 +58,17 @@ class ModelFolder:
             except json.JSONDecodeError as exc:
                 raise InputError(f"dataset.json is not valid JSON ({exc})", path / "dataset.json") from None
         return cls(path, plans, configuration, trainer, dataset_json)
+
+    def check_plans_version(self, checkpoint: dict, path: Path) -> None:
+        """Refuse a checkpoint trained with other plans than this folder's ``plans.json``: its network
+        would be fed data preprocessed another way (another spacing, normalisation or patch)."""
+        trained_with = checkpoint_plans_version(checkpoint, self.configuration.name)
+        expected = self.configuration.version()
+        if trained_with is not None and trained_with != expected:
+            raise InputError(
+                f"checkpoint was trained with other plans (plans_version {trained_with}) than the model folder's "
+                f"plans.json ({expected}): the plans changed after this fold was trained; retrain this fold with "
+                "the current plans, or predict with the folds that match (-f)", path)
 
     def available_folds(self) -> list[str]:
         """Fold names (``"0"``, ``"all"``...) with at least one checkpoint, numbers first."""
@@ -90,14 +104,25 @@ class ModelFolder:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint dict loaded on the CPU without unpickling code (``weights_only=True``)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, or one holding objects weights_only refuses
-        raise InputError(f"cannot load checkpoint ({str(exc).splitlines()[0][:200]})", path) from None
-    if not isinstance(checkpoint, dict) or "network_state" not in checkpoint:
-        raise InputError("not a segforge checkpoint (no network_state)", path)
-    return checkpoint
+    """A checkpoint dict loaded on the CPU without unpickling code (``weights_only=True``), its
+    ``network_state`` checked (a mapping of tensors, every weight finite)."""
+    from segforge.training.checkpoint import load_checkpoint as load_training_checkpoint
+
+    return load_training_checkpoint(path)
+
+
+def checkpoint_plans_version(checkpoint: dict, configuration: str) -> str | None:
+    """The configuration version a checkpoint was trained with: ``plans_version``, else computed
+    from its ``plans`` copy; None when it carries neither (older checkpoints)."""
+    if checkpoint.get("plans_version"):
+        return str(checkpoint["plans_version"])
+    plans = checkpoint.get("plans")
+    if isinstance(plans, dict):
+        try:
+            return Plans.from_dict(plans).configuration(configuration).version()
+        except (InputError, KeyError, TypeError, ValueError):
+            return None
+    return None
 
 
 def resolve_model_folder(

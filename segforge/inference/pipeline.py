@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from segforge.errors import InputError
-from segforge.inference.export import probability_files, write_prediction
+from segforge.io.atomic import check_writable_folder, remove_stale_temporaries
+from segforge.inference.export import write_prediction
 from segforge.inference.inputs import InputCase, output_file, read_case
+from segforge.inference.outputs import output_problem
 from segforge.inference.predictor import Predictor
 
 __all__ = ["CaseReport", "predict_cases", "case_is_done"]
@@ -34,12 +36,9 @@ class CaseReport:
     seconds: dict | None = None
 
 
-def case_is_done(case: InputCase, output_folder, save_probabilities: bool) -> bool:
-    """The label file exists (written last), and the probability files when they are asked for."""
-    target = output_file(case, output_folder)
-    if not target.is_file():
-        return False
-    return not save_probabilities or all(p.is_file() for p in probability_files(target))
+def case_is_done(case: InputCase, output_folder, save_probabilities: bool, num_classes: int | None = None) -> bool:
+    """The outputs are whole and readable (:func:`segforge.inference.outputs.output_problem`)."""
+    return output_problem(case, output_folder, save_probabilities, num_classes) is None
 
 
 def predict_cases(
@@ -52,15 +51,19 @@ def predict_cases(
     log: Callable[[str], None] = print,
 ) -> list[CaseReport]:
     """Predict ``cases`` into ``output_folder``; one :class:`CaseReport` per case, in order."""
-    output_folder = Path(output_folder)
-    output_folder.mkdir(parents=True, exist_ok=True)
+    output_folder = check_writable_folder(output_folder)
+    remove_stale_temporaries(output_folder)
     reports: dict[str, CaseReport] = {}
     todo = []
     for case in cases:
-        if skip_existing and case_is_done(case, output_folder, save_probabilities):
-            reports[case.name] = CaseReport(case.name, output_file(case, output_folder), "skipped", "output exists")
-            log(f"{case.name}: skipped (output exists)")
+        problem = output_problem(case, output_folder, save_probabilities, predictor.num_classes) if skip_existing \
+            else "no output yet"
+        if problem is None:
+            reports[case.name] = CaseReport(case.name, output_file(case, output_folder), "skipped", "output complete")
+            log(f"{case.name}: skipped (output complete)")
         else:
+            if skip_existing and problem != "no output yet":
+                log(f"{case.name}: predicting again: {problem}")
             todo.append(case)
 
     label_names = dict(predictor.plans.labels)

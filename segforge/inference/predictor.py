@@ -85,6 +85,7 @@ class Predictor:
         self.mirror_axes = tuple(range(self.configuration.dims)) if tta else ()
         batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
         self.window_batch = window_batch or (batches[0] if self.configuration.dims == 2 else batches[1])
+        self._check_window_memory()
         self.networks = [self._load_network(fold) for fold in self.folds]
 
     # ------------------------------------------------------------------ loading
@@ -97,6 +98,7 @@ class Predictor:
         if trained_for is not None and trained_for != self.configuration.name:
             raise InputError(f"checkpoint was trained for configuration {trained_for!r}, the folder is for "
                              f"{self.configuration.name!r}", path)
+        self.model.check_plans_version(checkpoint, path)
         network = build_network(self.configuration, self.plans.num_channels, self.num_classes)
         state = _plain_state_dict(checkpoint["network_state"])
         try:
@@ -106,6 +108,18 @@ class Predictor:
                 f"checkpoint does not fit the planned network ({str(exc).splitlines()[0]})", path
             ) from None
         return to_device_layout(network, self.device).eval()
+
+    def _check_window_memory(self) -> None:
+        """Refuse, before anything is allocated, a patch whose forward pass cannot fit this device."""
+        from segforge.networks.memory import inference_memory_bytes
+        from segforge.resources import check_memory
+
+        patch = self.configuration.patch_size
+        needed = inference_memory_bytes(self.configuration.network, patch, self.window_batch,
+                                        self.plans.num_channels, self.num_classes)
+        check_memory(needed, self.device, f"prediction with patch {'x'.join(map(str, patch))} "
+                     f"(batch of {self.window_batch} window(s))", self.model.path / "plans.json",
+                     "the model's plans ask for a patch too large for this machine")
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict]:
@@ -128,7 +142,15 @@ class Predictor:
         pass is tried before giving up; the smaller batch is kept for later cases.
         """
         data = torch.as_tensor(np.asarray(data, dtype=np.float32))
+        if not torch.isfinite(data).all():
+            raise InputError("preprocessed image holds NaN or infinite values")
         accumulate = self._accumulation_device(tuple(data.shape))
+        if accumulate.type == "cpu":
+            from segforge.resources import check_memory
+
+            voxels = int(np.prod(data.shape[1:]))
+            needed = accumulation_bytes(tuple(data.shape), self.num_classes) + 8 * self.num_classes * voxels
+            check_memory(needed, "cpu", f"the image-sized buffers of a {'x'.join(map(str, data.shape[1:]))} image")
         while True:
             try:
                 return self._fold_mean(data, accumulate, self.window_batch)

@@ -1,13 +1,20 @@
-"""Reading and writing 3D images with their geometry.
+"""Reading and writing 3D images with their geometry: the one validating reader and writer.
 
-SimpleITK reads NIfTI, NRRD, MHA/MHD and DICOM series; nibabel is the fallback reader for
-NIfTI files SimpleITK refuses (for example some non-orthonormal affines). Arrays come back
-as ``(z, y, x)`` with a :class:`~segforge.io.geometry.Geometry`.
+SimpleITK reads NIfTI, NRRD, MHA/MHD and DICOM series (:mod:`segforge.io.dicom`); nibabel
+is the fallback reader for NIfTI files SimpleITK refuses. Arrays come back as
+``(z, y, x)`` with a :class:`~segforge.io.geometry.Geometry`.
+
+Everything segforge reads goes through :func:`read_image`, which refuses, as one
+:class:`InputError` naming the file, what SimpleITK would pass on silently: a truncated
+file, NaN/inf voxels, a sheared (non-orthonormal) direction, an unevenly spaced DICOM
+series. Everything it writes goes through :func:`write_image`, which reads the file back
+before renaming it into place.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -15,19 +22,29 @@ import numpy as np
 import SimpleITK as sitk
 
 from segforge.errors import InputError
+from segforge.io.atomic import TMP_PREFIX, WriteError, describe_os_error, temporary_path
+from segforge.io.dicom import is_dicom_folder, list_dicom_series, read_series_image
 from segforge.io.geometry import Geometry
+from segforge.io.integrity import FileCheck, check_image_file
 
 __all__ = [
     "IMAGE_ENDINGS",
+    "ORTHONORMAL_TOLERANCE",
     "split_ending",
     "is_image_file",
     "is_dicom_folder",
     "read_image",
+    "read_label",
     "read_dicom_series",
     "list_dicom_series",
     "write_image",
     "read_multichannel",
+    "read_geometry",
+    "check_direction",
 ]
+
+# largest |D^T D - I| entry of a direction matrix taken as orthonormal (rounding in headers)
+ORTHONORMAL_TOLERANCE = 1e-3
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -46,65 +63,82 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return p.is_file() and split_ending(p)[1] != "" and not p.name.startswith(".")
 
 
-def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """A folder holding at least one DICOM series (checked by GDCM, not by file name)."""
-    p = Path(path)
-    if not p.is_dir():
-        return False
-    return len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))) > 0
-
-
-def list_dicom_series(folder: str | os.PathLike) -> list[str]:
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-
-
 def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
-    """Read one 3D image (a file, or a folder holding a DICOM series).
+    """Read one 3D image (a file, or a folder holding a DICOM series), validated.
 
     Returns ``(array (z, y, x), geometry)``. Raises :class:`InputError` naming the file for
-    anything that is not a readable, non-empty 3D scalar image.
+    anything that is not a whole, readable, non-empty 3D scalar image with finite voxels on
+    a grid with perpendicular axes: a missing, empty, truncated or corrupt file (checked
+    before SimpleITK reads it, see :mod:`segforge.io.integrity`), 2D/4D/vector data, NaN or
+    infinite voxels, a sheared direction matrix, a DICOM series with a missing slice.
     """
-    p = Path(path)
+    array, geometry, stored = _load(Path(path), series_uid, strict=True)
+    _check_finite(array, stored, Path(path))
+    return array, geometry
+
+
+def _load(p: Path, series_uid: str | None, strict: bool) -> tuple[np.ndarray, Geometry, FileCheck]:
+    """Container check, then SimpleITK (nibabel for NIfTI it refuses). ``strict``: refuse a
+    sheared direction too (off when the writer reads back what it was asked to write)."""
     if p.is_dir():
-        return read_dicom_series(p, series_uid)
+        return (*_from_sitk(read_series_image(p, series_uid), p, strict), FileCheck())
     if not p.exists():
         raise InputError("file not found", p)
+    if not p.is_file():
+        raise InputError("not a regular file", p)
     if p.stat().st_size == 0:
         raise InputError("empty file", p)
+    ending = split_ending(p)[1]
+    try:
+        stored = check_image_file(p, ending)
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", p) from None
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        if split_ending(p)[1] in (".nii", ".nii.gz"):
-            return _read_nifti_with_nibabel(p, exc)
-        raise InputError(f"cannot read image ({_first_line(exc, p)})", p) from None
-    return _from_sitk(image, p)
+        if ending not in (".nii", ".nii.gz"):
+            raise InputError(f"cannot read image ({first_line(exc, p)})", p) from None
+        return (*_read_nifti_with_nibabel(p, exc, strict), stored)
+    return (*_from_sitk(image, p, strict), stored)
+
+
+def read_label(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
+    """:func:`read_image` of a label map: integer values only (a probability map is refused)."""
+    array, geometry = read_image(path, series_uid)
+    if array.dtype.kind == "f":
+        fractional = array != np.round(array)
+        if fractional.any():
+            example = float(array[fractional].flat[0])
+            raise InputError(f"label map holds non-integer values ({int(fractional.sum())} voxels, e.g. {example:g}; "
+                             "a probability map or an interpolated label?); labels must be integers", path)
+    return array, geometry
 
 
 def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
-    """Read a DICOM series from a folder; rescale slope/intercept are applied (CT in HU).
+    """A DICOM series folder as ``(array (z, y, x), geometry)``, in HU for CT (:func:`read_image` of a folder)."""
+    if not Path(folder).is_dir():
+        raise InputError("DICOM folder not found", folder)
+    return read_image(folder, series_uid)
 
-    Several series in one folder: ``series_uid`` picks one, else the error lists them.
-    """
-    folder = Path(folder)
-    uids = list_dicom_series(folder)
-    if not uids:
-        raise InputError("folder holds no DICOM series", folder)
-    if series_uid is None:
-        if len(uids) > 1:
-            raise InputError(
-                f"folder holds {len(uids)} DICOM series ({', '.join(uids)}); pick one by SeriesInstanceUID", folder
-            )
-        series_uid = uids[0]
-    elif series_uid not in uids:
-        raise InputError(f"no DICOM series {series_uid} (found: {', '.join(uids)})", folder)
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """The grid of an image file from its header alone (no voxels are read, nothing validated but the header)."""
+    p = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
     try:
-        image = reader.Execute()
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series ({_first_line(exc, folder)})", folder) from None
-    return _from_sitk(image, folder)
+        raise InputError(f"cannot read image header ({first_line(exc, p)})", p) from None
+    size = reader.GetSize()
+    if len(size) == 4 and size[3] == 1:
+        size = size[:3]
+    if len(size) != 3:
+        raise InputError(f"{len(size)}D image; expected 3D", p)
+    spacing = reader.GetSpacing()[:3]
+    origin = reader.GetOrigin()[:3]
+    d = np.asarray(reader.GetDirection()).reshape(len(reader.GetSize()), -1)[:3, :3]
+    return Geometry(tuple(spacing)[::-1], tuple(origin), tuple(d.ravel()), tuple(size)[::-1])
 
 
 def read_multichannel(paths: list[str | os.PathLike]) -> tuple[np.ndarray, Geometry]:
@@ -121,10 +155,12 @@ def read_multichannel(paths: list[str | os.PathLike]) -> tuple[np.ndarray, Geome
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write ``array (z, y, x)`` on ``geometry`` to ``path`` (format from the ending).
+    """Write ``array (z, y, x)`` on ``geometry`` to ``path`` (format from the ending), verified.
 
-    Written to a temporary name in the same folder and renamed, so a reader never sees a
-    half-written file.
+    Through :func:`segforge.io.atomic.temporary_path`: a temporary name, fsync, the file is
+    read back with :func:`read_image` and must give the same voxels on the same grid, then
+    the rename. SimpleITK does not report a full disk (it leaves a zero-byte or cut-off
+    file); the read-back does, as :class:`~segforge.io.atomic.WriteError`.
     """
     p = Path(path)
     array = np.asarray(array)
@@ -136,28 +172,64 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, 
         array = array.astype(np.float32)
     elif array.dtype == np.int64:
         array = array.astype(np.int32)
+    _, ending = split_ending(p)
+    if not ending:
+        raise InputError(f"unknown image format; use one of {', '.join(IMAGE_ENDINGS)}", p)
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(geometry.spacing_xyz)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _, ending = split_ending(p)
-    if not ending:
-        raise InputError(f"unknown image format; use one of {', '.join(IMAGE_ENDINGS)}", p)
+
+    def check(written: Path) -> None:
+        back, back_geometry, _ = _load(written, None, strict=False)
+        # NIfTI stores NaN/inf, but SimpleITK reads them as 0: compare with those as 0 on both sides
+        if back.shape != array.shape or not np.array_equal(_finite_or_zero(back), _finite_or_zero(array)):
+            raise InputError("the voxels read back differ from those written")
+        if not back_geometry.same_grid(geometry):
+            raise InputError(f"the grid read back differs ({geometry.describe_difference(back_geometry)})")
+
     if ending in (".mhd", ".nhdr"):
-        # a detached header names its data file, so the pair is written under the final name
-        sitk.WriteImage(image, str(p), useCompression=compress)
+        _write_detached(image, p, compress, check)
         return
-    tmp = p.parent / f".tmp-{uuid.uuid4().hex[:8]}-{p.name}"
+    with temporary_path(p, check) as tmp:
+        _sitk_write(image, tmp, compress)
+
+
+def _sitk_write(image: sitk.Image, path: Path, compress: bool) -> None:
     try:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
-        os.replace(tmp, p)
+        sitk.WriteImage(image, str(path), useCompression=compress)
+    except RuntimeError as exc:
+        raise OSError(0, f"SimpleITK: {first_line(exc, path)}") from None
+
+
+def _write_detached(image: sitk.Image, path: Path, compress: bool, check) -> None:
+    """A header naming its data file (``.mhd``, ``.nhdr``): the pair is written and checked in a
+    temporary folder, then each file is moved in, the data file first and the header last."""
+    folder = path.parent / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}.d"
+    try:
+        try:
+            folder.mkdir(parents=True)
+            header = folder / path.name
+            _sitk_write(image, header, compress)
+            check(header)
+        except OSError as exc:
+            raise WriteError(f"cannot write: {describe_os_error(exc, path.parent)}", path) from None
+        except InputError as exc:
+            if isinstance(exc, WriteError):
+                raise
+            raise WriteError(f"written file is damaged ({exc})", path) from None
+        for written in sorted(folder.iterdir(), key=lambda f: f.name == path.name):  # data first, header last
+            with temporary_path(path.parent / written.name) as tmp:
+                os.replace(written, tmp)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _from_sitk(image: sitk.Image, path: Path) -> tuple[np.ndarray, Geometry]:
+def _finite_or_zero(array: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(array), array, 0) if array.dtype.kind in "fc" else array
+
+
+def _from_sitk(image: sitk.Image, path: Path, strict: bool = True) -> tuple[np.ndarray, Geometry]:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{image.GetNumberOfComponentsPerPixel()} components per voxel (4D or vector image); expected a 3D scalar "
@@ -175,24 +247,58 @@ def _from_sitk(image: sitk.Image, path: Path) -> tuple[np.ndarray, Geometry]:
         raise InputError("image has no voxels", path)
     if size[2] == 1:
         raise InputError(f"2D image (size {size}); expected 3D", path)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if strict:
+        direction = check_direction(direction, path)
     array = sitk.GetArrayFromImage(image)
     geometry = Geometry(
         spacing=tuple(image.GetSpacing())[::-1],
         origin=tuple(image.GetOrigin()),
-        direction=tuple(image.GetDirection()),
+        direction=tuple(direction.ravel()),
         shape=array.shape,
     )
+    _check_geometry_values(geometry, path)
     return array, geometry
 
 
-def _read_nifti_with_nibabel(path: Path, sitk_error: Exception) -> tuple[np.ndarray, Geometry]:
+def check_direction(direction: np.ndarray, path: Path | None = None) -> np.ndarray:
+    """``direction`` (3x3, columns = axis directions) if orthonormal within :data:`ORTHONORMAL_TOLERANCE`
+    (then made exactly orthonormal); else :class:`InputError`: a sheared grid is refused, never re-gridded."""
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(d)):
+        raise InputError("direction matrix holds NaN or infinite values", path)
+    deviation = float(np.abs(d.T @ d - np.eye(3)).max())
+    if deviation > ORTHONORMAL_TOLERANCE:
+        raise InputError(
+            f"direction matrix is not orthonormal (axes sheared or scaled: |D^T D - I| up to {deviation:.3g}); "
+            "segforge needs perpendicular voxel axes: resample the image onto an orthogonal grid first", path)
+    u, _, vt = np.linalg.svd(d)  # the nearest orthonormal matrix (polar factor)
+    return u @ vt
+
+
+def _check_geometry_values(geometry: Geometry, path: Path) -> None:
+    if not all(np.isfinite(geometry.spacing)) or min(geometry.spacing) <= 0:
+        raise InputError(f"voxel spacing {list(geometry.spacing)} must be positive and finite", path)
+    if not all(np.isfinite(geometry.origin)):
+        raise InputError(f"origin {list(geometry.origin)} is not finite", path)
+
+
+def _check_finite(array: np.ndarray, stored: FileCheck, path: Path) -> None:
+    nan, inf = stored.nan, stored.inf  # NaN/inf NIfTI voxels that SimpleITK turned into 0
+    if array.dtype.kind in "fc":
+        nan, inf = max(nan, int(np.isnan(array).sum())), max(inf, int(np.isinf(array).sum()))
+    if nan or inf:
+        raise InputError(f"image holds {nan} NaN and {inf} infinite voxels", path)
+
+
+def _read_nifti_with_nibabel(path: Path, sitk_error: Exception, strict: bool = True) -> tuple[np.ndarray, Geometry]:
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"cannot read image ({_first_line(sitk_error, path)}; nibabel: {_first_line(exc, path)})", path) from None
+        raise InputError(f"cannot read image ({first_line(sitk_error, path)}; nibabel: {first_line(exc, path)})", path) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -200,13 +306,18 @@ def _read_nifti_with_nibabel(path: Path, sitk_error: Exception) -> tuple[np.ndar
     affine = np.asarray(img.affine, dtype=np.float64)
     lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]  # nibabel affines are RAS
     spacing_xyz = np.linalg.norm(lps, axis=0)
-    direction = lps / spacing_xyz
+    if not np.all(np.isfinite(spacing_xyz)) or spacing_xyz.min() <= 0:
+        raise InputError(f"affine gives voxel spacing {spacing_xyz.tolist()}; it must be positive", path)
+    direction = check_direction(lps / spacing_xyz, path) if strict else lps / spacing_xyz
     origin = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-    return array, Geometry(tuple(spacing_xyz[::-1]), tuple(origin), tuple(direction.ravel()), array.shape)
+    geometry = Geometry(tuple(spacing_xyz[::-1]), tuple(origin), tuple(direction.ravel()), array.shape)
+    _check_geometry_values(geometry, path)
+    return array, geometry
 
 
-def _first_line(exc: Exception, path: Path | None = None) -> str:
+def first_line(exc: Exception, path: Path | None = None) -> str:
+    """The line of a (multi-line) SimpleITK/ITK error that says what went wrong, with the path shortened."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # ITK messages start with a file/line location; the last line says what went wrong
     text = lines[-1][:200] if lines else type(exc).__name__

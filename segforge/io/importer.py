@@ -24,15 +24,18 @@ from tqdm import tqdm
 
 from segforge import paths
 from segforge.errors import DatasetProblems, InputError
+from segforge.io.atomic import check_writable_folder, process_alive, remove_stale_temporaries, write_json_atomic
 from segforge.io.dataset import RawDataset, load_dataset_json, parse_channel_names, parse_labels
-from segforge.io.image import read_image, write_image
+from segforge.io.image import read_image, read_label, write_image
 from segforge.io.plain_layout import SourceCase, find_subsets, list_entries, pair_cases
-from segforge.io.verify import count_nonfinite, verify_dataset
+from segforge.io.verify import verify_dataset
 
 __all__ = ["ImportResult", "import_plain_dataset", "parse_split_fractions", "parse_label_names", "assign_split"]
 
 ENDING = ".nii.gz"
 HU_THRESHOLD = -500.0
+STAGING_PREFIX = ".importing-"  # + pid-random: the dataset being converted
+REPLACED_PREFIX = ".replaced-"  # + pid-random-DatasetNNN_Name: the old dataset while --overwrite swaps it
 
 
 @dataclass
@@ -101,9 +104,11 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
     label_names = parse_label_names(labels) if labels else (parse_labels(src_json, source / "dataset.json")
                                                              if src_json and "labels" in src_json else None)
 
-    # 3. convert into a temporary folder next to the target
-    raw_root.mkdir(parents=True, exist_ok=True)
-    work = raw_root / f".importing-{uuid.uuid4().hex[:8]}"
+    # 3. convert into a temporary folder next to the target (named with this process's id, so a
+    # later import can tell a killed run's leftovers from a running one's)
+    check_writable_folder(raw_root, "raw datasets folder")
+    _recover_interrupted(raw_root)
+    work = raw_root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = work / folder_name
     try:
         result = _build(tmp, source, cases, channel_names, label_names, split_why, match, name, num_processes,
@@ -118,7 +123,7 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
             if not overwrite:
                 raise InputError("dataset folder exists with different content; pass --overwrite to replace it "
                                  "(or pick another id/name)", dest)
-            backup = raw_root / f".{folder_name}.replaced-{uuid.uuid4().hex[:8]}"
+            backup = raw_root / f"{REPLACED_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{folder_name}"
             os.replace(dest, backup)
             os.replace(tmp, dest)
             shutil.rmtree(backup, ignore_errors=True)
@@ -127,6 +132,21 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _recover_interrupted(raw_root: Path) -> None:
+    """Undo what a killed import left: its staging folder goes; an old dataset it had moved aside
+    for ``--overwrite`` but not yet replaced goes back (or goes, when the new one is in place)."""
+    remove_stale_temporaries(raw_root, STAGING_PREFIX)
+    for backup in raw_root.glob(f"{REPLACED_PREFIX}*"):
+        pid, _, rest = backup.name[len(REPLACED_PREFIX):].partition("-")
+        if pid.isdigit() and process_alive(int(pid)):
+            continue
+        original = raw_root / rest.partition("-")[2]
+        if rest.partition("-")[2] and not original.exists():
+            os.replace(backup, original)
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 def parse_split_fractions(text: str) -> tuple[float, float, float]:
@@ -274,10 +294,6 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
         except InputError as exc:
             problems.append(str(exc))
             continue
-        nan, inf = count_nonfinite(array, entry.path)
-        if nan or inf:
-            problems.append(f"{entry.path}: {nan} NaN and {inf} infinite voxels")
-            continue
         if ref is None:
             ref = (geometry, entry.path)
         elif not geometry.same_grid(ref[0]):
@@ -289,14 +305,9 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
         return problems, minima, values
     path = task.case.label.path
     try:
-        label, geometry = read_image(path)
+        label, geometry = read_label(path)
     except InputError as exc:
         return problems + [str(exc)], minima, values
-    nan, inf = count_nonfinite(label, path)
-    if nan or inf:
-        return problems + [f"{path}: {nan} NaN and {inf} infinite voxels"], minima, values
-    if label.dtype.kind == "f" and np.any(label != np.round(label)):
-        return problems + [f"{path}: label map holds non-integer values; labels must be integers"], minima, values
     if ref is not None and not geometry.same_grid(ref[0]):
         problems.append(f"{path}: label grid differs from image {ref[1].name} "
                         f"(image vs label: {ref[0].describe_difference(geometry)})")
@@ -371,7 +382,7 @@ def _finish(tmp, source, cases, tasks, results, channel_names, label_names, spli
         "cases": _cases_record(cases, source),
     }
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_json_atomic(tmp / "dataset.json", data)
 
     origin = {str(out): str(e.path) for t in tasks for e, out in zip(t.case.images, t.image_out)}
     origin.update({str(t.label_out): str(t.case.label.path) for t in tasks if t.label_out})

@@ -17,7 +17,7 @@ import numpy as np
 
 from segforge.planning.plans import NetworkTopology
 
-__all__ = ["feature_map_elements", "training_memory_bytes"]
+__all__ = ["feature_map_elements", "training_memory_bytes", "inference_memory_bytes"]
 
 _TENSORS_PER_CONV = 3  # conv, norm, nonlinearity outputs kept for backward
 
@@ -54,3 +54,28 @@ def training_memory_bytes(
 ) -> int:
     """Estimated activation bytes of one training step (mixed precision by default)."""
     return batch_size * feature_map_elements(topology, patch_size, in_channels, num_classes) * bytes_per_element
+
+
+def inference_memory_bytes(
+    topology: NetworkTopology,
+    patch_size,
+    batch_size: int,
+    in_channels: int,
+    num_classes: int,
+    bytes_per_element: int = 4,
+) -> int:
+    """Estimated peak activation bytes of one forward pass without gradients (float32 by default).
+
+    Nothing is kept for a backward pass: the peak holds the input, every encoder stage's output
+    (the skip connections wait for the decoder), the working tensors of the widest stage
+    (upsampled input, concatenation, two convolution outputs: 5 feature maps) and the logits
+    plus their mirrored-average buffer.
+    """
+    shape = np.asarray(patch_size, dtype=np.int64)
+    voxels = int(np.prod(shape))
+    stage_elements = []
+    for stride, features in zip(topology.strides, topology.features_per_stage):
+        shape = shape // np.asarray(stride, dtype=np.int64)
+        stage_elements.append(int(features) * int(np.prod(shape)))
+    elements = in_channels * voxels + sum(stage_elements) + 5 * max(stage_elements) + 2 * num_classes * voxels
+    return int(batch_size) * elements * bytes_per_element

@@ -12,7 +12,7 @@ from typing import Callable, Mapping, TypeVar
 
 from segforge.errors import InputError
 
-__all__ = ["NETWORKS", "register_network", "look_up", "build_network"]
+__all__ = ["NETWORKS", "register_network", "look_up", "build_network", "check_buildable"]
 
 T = TypeVar("T")
 
@@ -50,3 +50,20 @@ def build_network(configuration, in_channels: int, num_classes: int, name: str =
     """
     constructor = look_up(name, NETWORKS, "network")
     return constructor(configuration.network, configuration.dims, in_channels, num_classes)
+
+
+def check_buildable(plans, path) -> None:
+    """Build every configuration's network of ``plans`` on the meta device (no memory used), so an
+    unknown name in ``plans.json`` ("instanse") is reported naming that file, before any work."""
+    import torch
+
+    for configuration in plans.configurations.values():
+        classes = plans.num_classes
+        try:
+            with torch.device("meta"):
+                build_network(configuration, plans.num_channels, classes)
+        except InputError as exc:
+            raise InputError(f"configuration {configuration.name!r}: {exc}", path) from None
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            raise InputError(f"configuration {configuration.name!r}: network cannot be built from these settings "
+                             f"({type(exc).__name__}: {exc})", path) from None

@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
 from segforge import paths
 from segforge.errors import DatasetProblems, InputError
-from segforge.io.atomic import temporary_path, write_json_atomic
+from segforge.io.atomic import copy_file_atomic, write_json_atomic
 from segforge.io.dataset import RawDataset
 from segforge.planning.overrides import PlanOverrides
 from segforge.planning.planner import plan_experiment
@@ -173,5 +172,4 @@ def _read_state(path: Path) -> dict:
 def _copy_atomic(source: Path, target: Path) -> None:
     if not source.is_file():
         raise InputError("dataset.json not found", source)
-    with temporary_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+    copy_file_atomic(source, target)

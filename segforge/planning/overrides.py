@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from segforge.errors import InputError
@@ -32,7 +33,7 @@ class PlanOverrides:
 
     def __post_init__(self):
         if self.spacing is not None:
-            if len(self.spacing) != 3 or any(float(s) <= 0 for s in self.spacing):
+            if len(self.spacing) != 3 or not all(math.isfinite(float(s)) and float(s) > 0 for s in self.spacing):
                 raise InputError(f"spacing override must be 3 positive numbers (z y x mm), got {list(self.spacing)}")
             self.spacing = tuple(float(s) for s in self.spacing)
         if self.patch_size is not None:

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segforge.errors import DatasetProblems, InputError
-from segforge.io.atomic import TMP_PREFIX, save_npy_atomic, write_text_atomic
+from segforge.io.atomic import TMP_PREFIX, remove_stale_temporaries, save_npy_atomic, write_text_atomic
 from segforge.io.dataset import RawCase, RawDataset
 from segforge.paths import preprocessed_root
 from segforge.planning.plans import Configuration, Plans
@@ -98,12 +98,6 @@ def _run_task(task: tuple[RawCase, Configuration, str]) -> tuple[str, str | None
     return case.name, None
 
 
-def _remove_temporaries(folder: Path) -> None:
-    for p in folder.iterdir():
-        if p.name.startswith(TMP_PREFIX) and p.is_file():
-            p.unlink(missing_ok=True)
-
-
 def preprocess_dataset(
     dataset: RawDataset | str | int | Path,
     plans: Plans,
@@ -144,7 +138,7 @@ def preprocess_dataset(
     for identifier, configuration in by_identifier.items():
         folder = preprocessed_root() / ds.name / identifier
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_temporaries(folder)  # left by a run that was killed mid-write
+        remove_stale_temporaries(folder)  # left by a run that was killed mid-write
         version = preprocessing_version(configuration)
         todo = [c for c in raw_cases if not case_is_done(folder, c.name, version, c.label_file is not None)]
         done_now[identifier] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -48,8 +49,16 @@ class TrainingOptions:
         for name in ("epochs", "iters_per_epoch", "val_iters"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise InputError(f"--max-minutes must be a positive number of minutes, got {self.max_minutes}")
+        if self.initial_lr is not None and not (math.isfinite(self.initial_lr) and self.initial_lr > 0):
+            raise InputError(f"--lr must be a positive finite learning rate, got {self.initial_lr}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise InputError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise InputError(f"gradient clipping must be a positive finite norm, got {self.grad_clip}")
         if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be at least 1, got {self.patience}")
         if isinstance(self.augmentation, dict):

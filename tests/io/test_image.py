@@ -56,6 +56,7 @@ def test_nibabel_fallback_gives_the_same_geometry(tmp_path, monkeypatch):
     array = _volume(np.float32)
     path = tmp_path / "img.nii.gz"
     write_image(array, geometry, path)
+    write_image(array, geometry, tmp_path / "img.nrrd")
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Exception thrown in SimpleITK ReadImage\nITK only supports orthonormal direction cosines")
@@ -65,12 +66,11 @@ def test_nibabel_fallback_gives_the_same_geometry(tmp_path, monkeypatch):
     assert np.array_equal(back, array)
     assert g.same_grid(geometry), g.describe_difference(geometry)
     # formats nibabel cannot read keep SimpleITK's error, naming the file
-    write_image(array, geometry, tmp_path / "img.nrrd")  # writing does not use ReadImage
     with pytest.raises(InputError, match=r"img.nrrd: cannot read image \(.*orthonormal"):
         read_image(tmp_path / "img.nrrd")
 
 
-def test_nifti_simpleitk_rejects_is_read_by_nibabel(tmp_path):
+def test_sheared_nifti_is_refused_not_regridded(tmp_path):
     nib = pytest.importorskip("nibabel")
     affine = np.array([[0.7, 0.3, 0.0, 5.0], [0.0, 0.8, 0.0, -3.0], [0.0, 0.0, 2.5, 1.0], [0, 0, 0, 1]])  # sheared
     data = np.arange(12 * 10 * 8, dtype=np.float32).reshape(12, 10, 8)  # nibabel order (x, y, z)
@@ -81,11 +81,33 @@ def test_nifti_simpleitk_rejects_is_read_by_nibabel(tmp_path):
     nib.save(img, str(path))
     with pytest.raises(RuntimeError):
         sitk.ReadImage(str(path))
+    with pytest.raises(InputError, match=r"sheared.nii.gz: direction matrix is not orthonormal .*resample"):
+        read_image(path)
+
+
+def test_nifti_simpleitk_rejects_but_nearly_orthonormal_is_read_by_nibabel(tmp_path, monkeypatch):
+    nib = pytest.importorskip("nibabel")
+    angle = 0.3
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rotation[0, 1] += 2e-4  # header rounding: not exactly orthonormal
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = [5.0, -3.0, 1.0]
+    data = np.arange(12 * 10 * 8, dtype=np.float32).reshape(12, 10, 8)
+    path = tmp_path / "rounded.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("ITK only supports orthonormal direction cosines")
+
+    monkeypatch.setattr(image_module.sitk, "ReadImage", refuse)
     array, g = read_image(path)
     assert array.shape == (8, 10, 12) and np.array_equal(array, data.transpose(2, 1, 0))
-    # voxel (x=2, y=3, z=4) lies at the affine's point, converted from RAS to LPS
+    d = g.direction_matrix
+    assert np.allclose(d.T @ d, np.eye(3), atol=1e-12)  # made exactly orthonormal
+    # voxel (x=2, y=3, z=4) lies at the affine's point (RAS -> LPS), up to the rounding removed
     ras = affine @ np.array([2, 3, 4, 1.0])
-    assert np.allclose(g.index_to_world([4, 3, 2]), [-ras[0], -ras[1], ras[2]], atol=1e-4)
+    assert np.allclose(g.index_to_world([4, 3, 2]), [-ras[0], -ras[1], ras[2]], atol=1e-2)
 
 
 def test_bad_files_are_clear_errors(tmp_path):

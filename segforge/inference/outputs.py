@@ -1,0 +1,71 @@
+"""Where predictions go: the output folder checked before any work, and finished outputs told apart.
+
+``prepare_output_folder`` runs before the network is loaded: the output must not be (or
+replace) an input, must be a folder (or creatable as one) and must take a file; the
+temporary files a killed run left there are removed.
+
+``output_problem`` decides what ``--continue`` may skip. An output counts as finished only
+when it is a whole, readable label map (the validating reader: a truncated or zero-byte
+file is not), on the grid of its input, with whole probability files when they are asked
+for. Anything else is re-done, and the reason is said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segforge.errors import InputError
+from segforge.inference.export import probability_files
+from segforge.inference.inputs import InputCase, check_output_folder, output_file
+from segforge.io.atomic import check_writable_folder, remove_stale_temporaries
+from segforge.io.image import read_geometry, read_label
+
+__all__ = ["prepare_output_folder", "output_problem"]
+
+
+def prepare_output_folder(input_path: str | os.PathLike, output_folder: str | os.PathLike,
+                          cases: list[InputCase]) -> Path:
+    """Refuse an output that is the input, a file, under a file or not writable; clear stale temporaries."""
+    check_output_folder(input_path, output_folder, cases)
+    folder = check_writable_folder(output_folder)
+    remove_stale_temporaries(folder)
+    return folder
+
+
+def output_problem(case: InputCase, output_folder: str | os.PathLike, save_probabilities: bool,
+                   num_classes: int | None = None) -> str | None:
+    """None when ``case``'s outputs are complete; else why it must be predicted (again)."""
+    target = output_file(case, output_folder)
+    if not target.exists():
+        return "no output yet"
+    try:
+        labels, geometry = read_label(target)
+    except InputError as exc:
+        return f"output {target.name} is not a whole label map ({_reason(exc)})"
+    if not case.is_dicom and not case.problem and case.sources:
+        try:
+            expected = read_geometry(case.sources[0])
+        except InputError:
+            expected = None  # the input's own problem is reported when it is read
+        if expected is not None and not geometry.same_grid(expected):
+            return f"output {target.name} lies on another grid than its input ({expected.describe_difference(geometry)})"
+    if save_probabilities:
+        npy, meta = probability_files(target)
+        try:
+            probabilities = np.load(npy, mmap_mode="r", allow_pickle=False)
+            json.loads(meta.read_text())
+        except (OSError, ValueError) as exc:
+            return f"probability files of {target.name} are missing or damaged ({exc})"
+        wrong_classes = num_classes is not None and probabilities.shape[0] != num_classes
+        if probabilities.ndim != 4 or tuple(probabilities.shape[1:]) != labels.shape or wrong_classes:
+            return f"{npy.name} has shape {probabilities.shape}, not (K, {', '.join(map(str, labels.shape))})"
+    return None
+
+
+def _reason(exc: InputError) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if exc.path and text.startswith(f"{exc.path}: ") else text
