@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from segforge.errors import InputError
 from segforge.networks.memory import training_memory_bytes
 from segforge.planning.batch_size_rule import choose_batch_size
 from segforge.planning.cascade_rule import decide_cascade, plan_cascade_fullres, plan_locator
@@ -172,6 +173,23 @@ def _apply_segmentation_overrides(
     if overrides.batch_size is not None:
         configuration.batch_size = int(overrides.batch_size)
         configuration.why["batch_size"] = USER_OVERRIDE
+    if overrides.batch_size is not None or (overrides.patch_size is not None and len(overrides.patch_size) == dims):
+        _check_override_fits(configuration, budget, in_channels, classes)
+
+
+def _check_override_fits(configuration: Configuration, budget: int, in_channels: int, classes: int) -> None:
+    """A patch or batch the user imposed must still fit the memory budget the plan is made for;
+    it is refused here, with the estimate, rather than by the out-of-memory killer in training."""
+    sample = training_memory_bytes(configuration.network, configuration.patch_size, 1, in_channels, classes)
+    needed = sample * configuration.batch_size
+    if needed > budget:
+        gib = 2**30
+        patch = "x".join(map(str, configuration.patch_size))
+        raise InputError(
+            f"{configuration.name}: patch {patch} at batch {configuration.batch_size} needs about "
+            f"{needed / gib:.1f} GB of training activations (estimate), but the plan's budget is {budget / gib:.2f} GB "
+            f"({ACTIVATION_FRACTION} x --gpu-memory-gb); choose a smaller --patch-size or --batch-size, or give "
+            "--gpu-memory-gb of the GPU that will train")
 
 
 def _default_configuration(fullres: Configuration, cascade: bool, overrides: PlanOverrides) -> tuple[str, str]:
