@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of --split (default 0)")
     p.add_argument("--labels", help="label names, e.g. liver=1,tumour=2 (default: background, label_1, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder with other content")
+    p.add_argument("--series-uid", nargs="+", default=(), metavar="UID",
+                   help="for DICOM folders holding several series: the SeriesInstanceUID(s) to read (in each folder "
+                   "the one among them it holds)")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default 2)")
     return p
 
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
         result = import_plain_dataset(
             args.input, args.dataset_id, args.name, modality=args.modality, match=args.match, split=args.split,
             seed=args.seed, labels=args.labels, overwrite=args.overwrite, num_processes=args.num_processes,
-            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
+            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr), series_uids=args.series_uid,
         )
         for note in result.notes:
             print(f"{PROG}: {note}")

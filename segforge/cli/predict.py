@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-locator", action="store_true",
                    help="cascade models: also write CASE_locator.json (located centroid, world mm) and "
                    "CASE_locator_heatmap.nii.gz (the heatmap on the locator grid)")
+    p.add_argument("--series-uid", nargs="+", default=(), metavar="UID",
+                   help="DICOM folders holding several series: the SeriesInstanceUID(s) to predict (in each folder "
+                   "the one among them it holds)")
+    p.add_argument("--output-format", default="auto", choices=("auto", "dicom-seg"),
+                   help="auto: the input's format (NIfTI for DICOM input); dicom-seg: a DICOM Segmentation CASE.dcm "
+                   "referencing the input series, segments named from dataset.json (DICOM input; needs highdicom)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="run the networks with torch (default) or ONNX Runtime (CPU; needs an export folder from "
+                   "segforge_export as -m and the onnx extra)")
     p.add_argument("--continue", dest="skip_existing", action="store_true",
                    help="skip cases whose output is complete (a whole, readable label map on the input's grid); "
                    "damaged or partial outputs are predicted again, saying why")
@@ -64,12 +73,12 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         folder = resolve_model_folder(args.dataset, args.model_folder, args.configuration, args.trainer)
         model = ModelFolder.open(folder)
-        cases = discover_cases(args.input, model.plans.num_channels)
+        cases = discover_cases(args.input, model.plans.num_channels, args.series_uid, args.output_format)
         prepare_output_folder(args.input, args.output, cases)  # before any work: a bad -o is refused at once
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint, device=args.device,
-                                         tta=not args.disable_tta, step=args.step)
+                                         tta=not args.disable_tta, step=args.step, backend=args.backend)
         predictor.progress = sys.stderr.isatty()
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
@@ -78,7 +87,7 @@ def main(argv=None) -> int:
                 raise InputError(f"--save-locator needs a cascade model; {folder.name} is not one")
             predictor.save_locator = True
         print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
-              f"device {predictor.device} | mirroring {'on' if not args.disable_tta else 'off'} | "
+              f"device {predictor.device} ({args.backend}) | mirroring {'on' if not args.disable_tta else 'off'} | "
               f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")
         reports = predict_cases(predictor, cases, args.output, args.save_probabilities, args.skip_existing,
                                 prefetch=args.prefetch)

@@ -49,11 +49,13 @@ def load_predictor(
     device: str | None = None,
     tta: bool = True,
     step: float = 0.5,
+    backend: str = "torch",
 ) -> Predictor:
-    """The predictor of ``model_folder`` (any folder) or of ``dataset`` under ``segforge_results``."""
+    """The predictor of ``model_folder`` (any folder, or an export folder) or of ``dataset`` under
+    ``segforge_results``; ``backend="onnxruntime"`` runs an export folder's ONNX networks."""
     folder = resolve_model_folder(dataset, model_folder, configuration)
     return create_predictor(ModelFolder.open(folder), folds=folds, checkpoint=checkpoint, device=device,
-                            tta=tta, step=step)
+                            tta=tta, step=step, backend=backend)
 
 
 def predict(

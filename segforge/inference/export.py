@@ -56,7 +56,7 @@ def probability_files(label_file: str | os.PathLike) -> tuple[Path, Path]:
     from segforge.io.image import split_ending
 
     p = Path(label_file)
-    stem, _ = split_ending(p)
+    stem, _ = split_ending(p) if not p.name.endswith(".dcm") else (p.name[: -len(".dcm")], ".dcm")
     return p.with_name(f"{stem}_probabilities.npy"), p.with_name(f"{stem}_probabilities.json")
 
 
@@ -66,9 +66,12 @@ def write_prediction(
     path: str | os.PathLike,
     probabilities: np.ndarray | None = None,
     label_names: dict[str, int] | None = None,
+    source=None,
 ) -> None:
     """Write ``labels (Z, Y, X)`` on ``geometry`` to ``path``; probabilities beside it when given.
 
+    A ``.dcm`` path is written as a DICOM Segmentation of ``source`` (the case's
+    :class:`~segforge.inference.inputs.InputCase`, a DICOM series folder; docs/prediction.md).
     The probability files are written before the label file, so a label file on disk means
     the case is complete (what ``--continue`` looks for).
     """
@@ -86,6 +89,16 @@ def write_prediction(
             "shape": list(probabilities.shape),
         }
         write_json_atomic(meta, info)
+    if path.name.endswith(".dcm"):
+        from segforge.inference.dicom_seg import write_dicom_seg
+        from segforge.io.image import pick_dicom_series
+
+        if source is None or not source.is_dicom:
+            raise ValueError("a DICOM-SEG output needs the DICOM series it was predicted from")
+        folder = source.sources[0]
+        write_dicom_seg(labels, geometry, path, folder, pick_dicom_series(folder, source.series_uids),
+                        label_names or {})
+        return
     write_image(labels, geometry, path)
 
 

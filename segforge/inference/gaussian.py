@@ -12,10 +12,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["gaussian_importance_map"]
+__all__ = ["GAUSSIAN_SIGMA_SCALE", "gaussian_importance_map"]
+
+GAUSSIAN_SIGMA_SCALE = 1.0 / 8  # sigma per axis as a fraction of the window
 
 
-def gaussian_importance_map(patch_size, sigma_scale: float = 1.0 / 8, device=None, dtype=torch.float32) -> torch.Tensor:
+def gaussian_importance_map(patch_size, sigma_scale: float = GAUSSIAN_SIGMA_SCALE, device=None, dtype=torch.float32) -> torch.Tensor:
     """``patch_size``-shaped weights (any number of axes): ``exp(-d^2 / 2 sigma^2)``.
 
     ``sigma = sigma_scale * patch_size`` per axis, centre at ``(patch_size - 1) / 2`` (so the

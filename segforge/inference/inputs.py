@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from segforge.io.image import IMAGE_ENDINGS, is_dicom_folder, is_image_file, rea
 __all__ = ["InputCase", "discover_cases", "output_file", "check_output_folder", "read_case"]
 
 DICOM_OUTPUT_ENDING = ".nii.gz"
+DICOM_SEG_ENDING = ".dcm"
+OUTPUT_FORMATS = ("auto", "dicom-seg")
 
 
 @dataclass
@@ -43,10 +46,32 @@ class InputCase:
     ending: str
     is_dicom: bool = False
     problem: str | None = None
+    series_uids: tuple[str, ...] = ()  # DICOM folders with several series: which to read
 
 
-def discover_cases(input_path: str | os.PathLike, num_channels: int = 1) -> list[InputCase]:
-    """The cases of ``input_path`` (a folder, an image file or DICOM series folders), sorted by name."""
+def discover_cases(input_path: str | os.PathLike, num_channels: int = 1, series_uids: Sequence[str] = (),
+                   output_format: str = "auto") -> list[InputCase]:
+    """The cases of ``input_path`` (a folder, an image file or DICOM series folders), sorted by name.
+
+    ``series_uids``: for DICOM folders holding several series, the one(s) to read (see
+    :func:`segforge.io.image.pick_dicom_series`). ``output_format``: ``auto`` (the input's
+    format, NIfTI for DICOM) or ``dicom-seg`` (DICOM inputs only: ``CASE.dcm``).
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"unknown output format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    cases = _discover(input_path, num_channels)
+    for case in cases:
+        case.series_uids = tuple(series_uids)
+        if output_format == "dicom-seg":
+            if case.is_dicom:
+                case.ending = DICOM_SEG_ENDING
+            else:
+                case.problem = case.problem or ("--output-format dicom-seg needs a DICOM series as input (the "
+                                                "segmentation references the scan's slices)")
+    return cases
+
+
+def _discover(input_path: str | os.PathLike, num_channels: int) -> list[InputCase]:
     path = Path(input_path).expanduser().absolute()
     if not path.exists():
         raise InputError("input not found", path)
@@ -101,7 +126,7 @@ def read_case(case: InputCase) -> tuple[np.ndarray, Geometry]:
     if case.problem:
         raise InputError(case.problem, case.sources[0] if case.sources else case.name)
     if case.is_dicom:
-        array, geometry = read_image(case.sources[0])
+        array, geometry = read_image(case.sources[0], case.series_uids or None)
         image = array.astype(np.float32, copy=False)[None]
     else:
         image, geometry = read_multichannel(case.sources)

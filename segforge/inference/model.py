@@ -21,21 +21,29 @@ from segforge import paths
 from segforge.errors import InputError
 from segforge.planning.plans import Configuration, Plans
 
-__all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "checkpoint_plans_version", "CHECKPOINT_NAMES"]
+__all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "checkpoint_plans_version", "plain_state_dict",
+           "read_export_description", "CHECKPOINT_NAMES", "EXPORT_FILE"]
 
 CHECKPOINT_NAMES = ("final", "best", "latest")
+EXPORT_FILE = "export.json"  # marks a folder written by segforge_export (segforge/inference/model_export.py)
 DEFAULT_TRAINER = "SegmentationTrainer"
 
 
 @dataclass
 class ModelFolder:
-    """A trained model folder: its plans, configuration and the folds that have checkpoints."""
+    """A trained model folder: its plans, configuration and the folds that have checkpoints.
+
+    An export folder (``segforge_export``: ``export.json``, ``fold_K/weights.safetensors`` and
+    ``fold_K/network.onnx``) is a model folder too; ``export`` then holds its ``export.json``
+    and its trainer and configuration come from there rather than from the folder's name.
+    """
 
     path: Path
     plans: Plans
     configuration: Configuration
     trainer: str
     dataset_json: dict
+    export: dict | None = None
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> "ModelFolder":
@@ -46,7 +54,11 @@ class ModelFolder:
         from segforge.networks.registry import check_buildable
 
         check_buildable(plans, path / "plans.json")  # a typo in a name is reported with the file
-        trainer, sep, config_name = path.name.partition("__")
+        export = read_export_description(path)
+        if export is not None:
+            trainer, sep, config_name = export.get("trainer", "exported"), "__", export.get("configuration")
+        else:
+            trainer, sep, config_name = path.name.partition("__")
         if not sep:
             raise InputError("model folder name must be <trainer>__<configuration>, e.g. "
                              "SegmentationTrainer__3d_fullres", path)
@@ -57,7 +69,7 @@ class ModelFolder:
                 dataset_json = json.loads((path / "dataset.json").read_text())
             except json.JSONDecodeError as exc:
                 raise InputError(f"dataset.json is not valid JSON ({exc})", path / "dataset.json") from None
-        return cls(path, plans, configuration, trainer, dataset_json)
+        return cls(path, plans, configuration, trainer, dataset_json, export)
 
     def check_plans_version(self, checkpoint: dict, path: Path) -> None:
         """Refuse a checkpoint trained with other plans than this folder's ``plans.json``: its network
@@ -71,9 +83,10 @@ class ModelFolder:
                 "the current plans, or predict with the folds that match (-f)", path)
 
     def available_folds(self) -> list[str]:
-        """Fold names (``"0"``, ``"all"``...) with at least one checkpoint, numbers first."""
+        """Fold names (``"0"``, ``"all"``...) with at least one checkpoint (or exported weights), numbers first."""
+        names = ["weights.safetensors", "network.onnx"] if self.export else [f"checkpoint_{c}.pt" for c in CHECKPOINT_NAMES]
         folds = [p.name[len("fold_"):] for p in self.path.glob("fold_*")
-                 if p.is_dir() and any((p / f"checkpoint_{c}.pt").is_file() for c in CHECKPOINT_NAMES)]
+                 if p.is_dir() and any((p / n).is_file() for n in names)]
         return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
 
     def checkpoint_file(self, fold: str | int, checkpoint: str = "final") -> Path:
@@ -81,6 +94,12 @@ class ModelFolder:
         if checkpoint not in CHECKPOINT_NAMES:
             raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
         fold_dir = self.path / f"fold_{fold}"
+        if self.export is not None:  # one set of weights per fold, the checkpoint chosen at export
+            weights = fold_dir / "weights.safetensors"
+            if weights.is_file():
+                return weights
+            raise InputError(f"no weights.safetensors for fold {fold} in this export (folds: "
+                             f"{', '.join(self.available_folds()) or 'none'})", fold_dir)
         wanted = fold_dir / f"checkpoint_{checkpoint}.pt"
         if wanted.is_file():
             return wanted
@@ -105,9 +124,14 @@ class ModelFolder:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint dict loaded on the CPU without unpickling code (``weights_only=True``), its
-    ``network_state`` checked (a mapping of tensors, every weight finite)."""
+    ``network_state`` checked (a mapping of tensors, every weight finite).
+
+    Exported ``weights.safetensors`` files load as ``{"network_state": ..., "configuration": ...}``.
+    """
     from segforge.training.checkpoint import load_checkpoint as load_training_checkpoint
 
+    if str(path).endswith(".safetensors"):
+        return _load_safetensors(Path(path))
     return load_training_checkpoint(path)
 
 
@@ -123,6 +147,45 @@ def checkpoint_plans_version(checkpoint: dict, configuration: str) -> str | None
         except (InputError, KeyError, TypeError, ValueError):
             return None
     return None
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"cannot load weights ({str(exc).splitlines()[0][:200]})", path) from None
+    from segforge.training.checkpoint import check_network_state
+
+    check_network_state(state, path)
+    return {"network_state": state, "configuration": meta.get("configuration")}
+
+
+def plain_state_dict(state: dict) -> dict:
+    """Keys without the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(("_orig_mod.", "module.")):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def read_export_description(folder: str | os.PathLike) -> dict | None:
+    """``export.json`` of an export folder, or None for an ordinary model folder."""
+    path = Path(folder) / EXPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"export.json is not valid JSON ({exc})", path) from None
+    if not isinstance(info, dict) or info.get("format") != "segforge-export" or not info.get("configuration"):
+        raise InputError("not a segforge export description (format segforge-export with a configuration)", path)
+    return info
 
 
 def resolve_model_folder(

@@ -98,7 +98,7 @@ def predict_cases(
                 _collect(writing.popleft(), output_folder, reports, log)
             writing.append((case, writer.submit(
                 _export, predictor, probabilities, properties, geometry, target, save_probabilities, label_names,
-                seconds,
+                seconds, case,
             )))
         while writing:
             _collect(writing.popleft(), output_folder, reports, log)
@@ -114,11 +114,12 @@ def _load(predictor: Predictor, case: InputCase):
     return data, properties, geometry, seconds
 
 
-def _export(predictor, probabilities, properties, geometry, target, save_probabilities, label_names, seconds):
+def _export(predictor, probabilities, properties, geometry, target, save_probabilities, label_names, seconds,
+            case=None):
     start = time.perf_counter()
     labels, restored = predictor.restore(probabilities, properties, keep_probabilities=save_probabilities)
     del probabilities
-    write_prediction(labels, geometry, target, restored, label_names)
+    write_prediction(labels, geometry, target, restored, label_names, source=case)
     predictor.export_extras(properties, target)
     seconds["export"] = time.perf_counter() - start
     return seconds

@@ -23,7 +23,8 @@ import torch
 
 from segforge.errors import InputError
 from segforge.inference.export import probabilities_to_labels, restore_probabilities
-from segforge.inference.model import ModelFolder, load_checkpoint
+from segforge.inference.model import ModelFolder, load_checkpoint, plain_state_dict
+from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
 from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
 from segforge.io.geometry import Geometry
 
@@ -58,7 +59,8 @@ class Predictor:
 
     ``folds`` None: every fold with a checkpoint. ``checkpoint``: ``final`` (falls back to
     ``latest`` with a warning), ``best`` or ``latest``. ``tta``: mirror over all spatial axes.
-    ``progress``: a bar over each case's windows.
+    ``progress``: a bar over each case's windows. ``backend``: ``torch``, or ``onnxruntime``
+    for an export folder (``segforge_export``; its ``fold_K/network.onnx`` on the CPU).
     """
 
     def __init__(
@@ -71,11 +73,17 @@ class Predictor:
         step: float = 0.5,
         window_batch: int | None = None,
         progress: bool = False,
+        backend: str = "torch",
     ):
         self.model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
         self.plans = self.model.plans
         self.configuration = self.model.configuration
-        self.device = pick_device(device)
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
+            raise InputError("--backend onnxruntime runs on the CPU here; leave --device out or use --device cpu")
+        self.backend = backend
+        self.device = pick_device("cpu" if backend == "onnxruntime" else device)
         self.folds = self.model.resolve_folds(folds)
         self.checkpoint = checkpoint
         self.tta = tta
@@ -92,6 +100,8 @@ class Predictor:
     def _load_network(self, fold: str) -> torch.nn.Module:
         from segforge.networks import build_network, to_device_layout
 
+        if self.backend == "onnxruntime":
+            return OnnxNetwork(self.model.path / f"fold_{fold}" / "network.onnx")
         path = self.model.checkpoint_file(fold, self.checkpoint)
         checkpoint = load_checkpoint(path)
         trained_for = checkpoint.get("configuration")
@@ -100,7 +110,7 @@ class Predictor:
                              f"{self.configuration.name!r}", path)
         self.model.check_plans_version(checkpoint, path)
         network = build_network(self.configuration, self.plans.num_channels, self.num_classes)
-        state = _plain_state_dict(checkpoint["network_state"])
+        state = plain_state_dict(checkpoint["network_state"])
         try:
             network.load_state_dict(state)
         except RuntimeError as exc:
@@ -205,21 +215,13 @@ class Predictor:
         return self.device if needed < _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
 
 
-def _plain_state_dict(state: dict) -> dict:
-    """Keys without the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(("_orig_mod.", "module.")):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
 def create_predictor(model_folder, **kwargs) -> Predictor:
     """A :class:`Predictor`, or the cascade's predictor for a configuration with ``cascade`` settings."""
     model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
     if model.configuration.cascade is None:
         return Predictor(model, **kwargs)
+    if kwargs.pop("backend", "torch") != "torch":
+        raise InputError("cascade models run with --backend torch only (they cannot be exported yet)", model.path)
     try:
         from segforge.cascade.predictor import CascadePredictor
     except ImportError:

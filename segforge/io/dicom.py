@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from segforge.errors import InputError
 
-__all__ = ["is_dicom_folder", "list_dicom_series", "read_series_image", "check_slice_positions"]
+__all__ = ["is_dicom_folder", "list_dicom_series", "read_series_image", "pick_dicom_series", "dicom_series_files",
+           "check_slice_positions"]
 
 # relative tolerance on slice gaps: scanners write positions rounded to ~0.01 mm
 SPACING_RTOL = 0.05
@@ -37,8 +39,9 @@ def list_dicom_series(folder: str | os.PathLike) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
-def read_series_image(folder: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
-    """The SimpleITK image of a DICOM series in ``folder`` (several series: ``series_uid`` picks one).
+def read_series_image(folder: str | os.PathLike, series_uid: str | Sequence[str] | None = None) -> sitk.Image:
+    """The SimpleITK image of a DICOM series in ``folder`` (several series: ``series_uid`` picks one,
+    see :func:`pick_dicom_series`).
 
     Raises :class:`InputError` naming the folder for no series, several series without a
     choice, irregular slice positions, or an unreadable series.
@@ -46,18 +49,7 @@ def read_series_image(folder: str | os.PathLike, series_uid: str | None = None) 
     from segforge.io.image import first_line
 
     folder = Path(folder)
-    uids = list_dicom_series(folder)
-    if not uids:
-        raise InputError("folder holds no DICOM series", folder)
-    if series_uid is None:
-        if len(uids) > 1:
-            raise InputError(
-                f"folder holds {len(uids)} DICOM series ({', '.join(uids)}); pick one by SeriesInstanceUID", folder
-            )
-        series_uid = uids[0]
-    elif series_uid not in uids:
-        raise InputError(f"no DICOM series {series_uid} (found: {', '.join(uids)})", folder)
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    files = dicom_series_files(folder, pick_dicom_series(folder, series_uid))
     check_slice_positions(files, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -65,6 +57,39 @@ def read_series_image(folder: str | os.PathLike, series_uid: str | None = None) 
         return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"cannot read DICOM series ({first_line(exc, folder)})", folder) from None
+
+
+def pick_dicom_series(folder: str | os.PathLike, series_uid: str | Sequence[str] | None = None) -> str:
+    """The SeriesInstanceUID to read from ``folder``.
+
+    ``series_uid`` is one UID or several (one per folder of a dataset, say: the folder's
+    series among them is taken). A folder holding one series needs none; a folder with
+    several needs exactly one of them among ``series_uid`` (:class:`InputError` otherwise,
+    listing what the folder holds).
+    """
+    folder = Path(folder)
+    uids = list_dicom_series(folder)
+    if not uids:
+        raise InputError("folder holds no DICOM series", folder)
+    wanted = [series_uid] if isinstance(series_uid, str) else list(series_uid or [])
+    if not wanted:
+        if len(uids) > 1:
+            raise InputError(f"folder holds {len(uids)} DICOM series ({', '.join(uids)}); pick one by "
+                             "SeriesInstanceUID (--series-uid UID)", folder)
+        return uids[0]
+    found = [u for u in uids if u in wanted]
+    if len(found) == 1:
+        return found[0]
+    if not found and len(uids) == 1 and len(wanted) > 1:
+        return uids[0]  # UIDs given for other folders; this one has a single series
+    if found:
+        raise InputError(f"folder holds several of the series asked for ({', '.join(found)}); give one", folder)
+    raise InputError(f"no DICOM series {', '.join(wanted)} (found: {', '.join(uids)})", folder)
+
+
+def dicom_series_files(folder: str | os.PathLike, series_uid: str) -> list[str]:
+    """The series' files in the order the reader stacks them (along the slice normal)."""
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
 
 
 def check_slice_positions(files: list[str], folder: Path) -> None:

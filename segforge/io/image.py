@@ -17,13 +17,14 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from segforge.errors import InputError
 from segforge.io.atomic import TMP_PREFIX, WriteError, describe_os_error, temporary_path
-from segforge.io.dicom import is_dicom_folder, list_dicom_series, read_series_image
+from segforge.io.dicom import dicom_series_files, is_dicom_folder, list_dicom_series, pick_dicom_series, read_series_image
 from segforge.io.geometry import Geometry
 from segforge.io.integrity import FileCheck, check_image_file
 
@@ -37,6 +38,8 @@ __all__ = [
     "read_label",
     "read_dicom_series",
     "list_dicom_series",
+    "pick_dicom_series",
+    "dicom_series_files",
     "write_image",
     "read_multichannel",
     "read_geometry",
@@ -63,7 +66,7 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return p.is_file() and split_ending(p)[1] != "" and not p.name.startswith(".")
 
 
-def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
+def read_image(path: str | os.PathLike, series_uid: str | Sequence[str] | None = None) -> tuple[np.ndarray, Geometry]:
     """Read one 3D image (a file, or a folder holding a DICOM series), validated.
 
     Returns ``(array (z, y, x), geometry)``. Raises :class:`InputError` naming the file for
@@ -77,7 +80,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     return array, geometry
 
 
-def _load(p: Path, series_uid: str | None, strict: bool) -> tuple[np.ndarray, Geometry, FileCheck]:
+def _load(p: Path, series_uid: str | Sequence[str] | None, strict: bool) -> tuple[np.ndarray, Geometry, FileCheck]:
     """Container check, then SimpleITK (nibabel for NIfTI it refuses). ``strict``: refuse a
     sheared direction too (off when the writer reads back what it was asked to write)."""
     if p.is_dir():
@@ -102,7 +105,7 @@ def _load(p: Path, series_uid: str | None, strict: bool) -> tuple[np.ndarray, Ge
     return (*_from_sitk(image, p, strict), stored)
 
 
-def read_label(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
+def read_label(path: str | os.PathLike, series_uid: str | Sequence[str] | None = None) -> tuple[np.ndarray, Geometry]:
     """:func:`read_image` of a label map: integer values only (a probability map is refused)."""
     array, geometry = read_image(path, series_uid)
     if array.dtype.kind == "f":
@@ -114,7 +117,7 @@ def read_label(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     return array, geometry
 
 
-def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | Sequence[str] | None = None) -> tuple[np.ndarray, Geometry]:
     """A DICOM series folder as ``(array (z, y, x), geometry)``, in HU for CT (:func:`read_image` of a folder)."""
     if not Path(folder).is_dir():
         raise InputError("DICOM folder not found", folder)

@@ -17,7 +17,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -66,12 +66,13 @@ class ImportResult:
 def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, modality: str | None = None,
                          match: str = "name", split: str | None = None, seed: int = 0, labels: str | None = None,
                          overwrite: bool = False, num_processes: int = 2, progress: bool = True,
-                         log: Callable[[str], None] = print) -> ImportResult:
+                         log: Callable[[str], None] = print, series_uids: Sequence[str] = ()) -> ImportResult:
     """Import ``source`` as ``segforge_raw/DatasetNNN_name``; see the module docstring and docs/dataset_format.md.
 
     ``modality``: ``"CT"`` or one name per channel (``"T1,T2"``); ``split``: ``"70,15,15"``
     train/val/test percentages (or fractions), only for a source that is not split yet;
-    ``labels``: ``"liver=1,tumour=2"``. Raises InputError / DatasetProblems.
+    ``labels``: ``"liver=1,tumour=2"``; ``series_uids``: for DICOM folders holding several
+    series, the SeriesInstanceUIDs to read (each folder's one among them). Raises InputError / DatasetProblems.
     """
     source = Path(source).expanduser().absolute()
     folder_name = paths.dataset_folder_name(dataset_id, name)
@@ -112,7 +113,7 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
     tmp = work / folder_name
     try:
         result = _build(tmp, source, cases, channel_names, label_names, split_why, match, name, num_processes,
-                        progress, log)
+                        progress, log, tuple(series_uids))
         result.notes = notes
         result.dataset_dir = dest
         # 4. install
@@ -282,6 +283,7 @@ class _ConvertTask:
     case: SourceCase
     image_out: list[Path]
     label_out: Path | None
+    series_uids: tuple[str, ...] = ()
 
 
 def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
@@ -290,7 +292,7 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
     ref = None  # (geometry, path) of the first channel
     for entry, out in zip(task.case.images, task.image_out):
         try:
-            array, geometry = read_image(entry.path)
+            array, geometry = read_image(entry.path, task.series_uids or None)
         except InputError as exc:
             problems.append(str(exc))
             continue
@@ -305,7 +307,7 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
         return problems, minima, values
     path = task.case.label.path
     try:
-        label, geometry = read_label(path)
+        label, geometry = read_label(path, task.series_uids or None)
     except InputError as exc:
         return problems + [str(exc)], minima, values
     if ref is not None and not geometry.same_grid(ref[0]):
@@ -320,13 +322,13 @@ def _convert(task: _ConvertTask) -> tuple[list[str], list[float], list[int]]:
 
 
 def _build(tmp: Path, source: Path, cases: list[SourceCase], channel_names, label_names, split_why, match,
-           name, num_processes, progress, log) -> ImportResult:
+           name, num_processes, progress, log, series_uids: tuple[str, ...] = ()) -> ImportResult:
     tasks = []
     for c in cases:
         tr = c.subset != "test"
         img_dir, lbl_dir = tmp / ("imagesTr" if tr else "imagesTs"), tmp / ("labelsTr" if tr else "labelsTs")
         tasks.append(_ConvertTask(c, [img_dir / f"{c.name}_{i:04d}{ENDING}" for i in range(len(c.images))],
-                                  lbl_dir / f"{c.name}{ENDING}" if c.label else None))
+                                  lbl_dir / f"{c.name}{ENDING}" if c.label else None, series_uids))
     bar = dict(total=len(tasks), desc=f"import {tmp.name}", unit="case", disable=not progress)
     pool = None
     if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes

@@ -197,6 +197,28 @@ def test_multichannel_and_dicom_series(tmp_path, raw):
     assert verify_dataset(ds, num_processes=1, progress=False) == []
 
 
+
+def test_series_uid_picks_one_series_in_each_folder(tmp_path, raw, capsys):
+    """Two patients whose folders hold two series each: --series-uid names one per folder."""
+    src = tmp_path / "src"
+    hu = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 300 - 1000).astype(np.int16)
+    wanted = []
+    for k, name in enumerate(("p1", "p2")):
+        folder = src / "images" / name
+        uid = write_dicom_series(folder, hu + k, (2.0, 0.9, 0.8), (5.0, 6.0, 7.0), (-1, 0, 0), (0, 1, 0), prefix="ct")
+        write_dicom_series(folder, hu[:, ::-1], (2.0, 0.9, 0.8), (5.0, 6.0, 7.0), (-1, 0, 0), (0, 1, 0), prefix="loc")
+        wanted.append(uid)
+        _, g = read_image(folder, series_uid=uid)
+        write_image((hu > -900).astype(np.uint8), g, src / "labels" / f"{name}.nii.gz")
+    argv = ["-i", str(src), "-d", "911", "-n", "Series", "--modality", "CT", "-np", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 DICOM series" in err and "--series-uid UID" in err
+    assert main([*argv, "--series-uid", *wanted]) == 0
+    for k, case in enumerate(RawDataset.open(911).training_cases()):
+        array, _ = read_image(case.image_files[0])
+        assert np.array_equal(array, hu + k)  # the named series, not its mirrored neighbour
+
 def _expect(err, file_part, text):
     lines = [ln for ln in err.splitlines() if ln.startswith("segforge_import: error: ")]
     assert any(file_part in ln and text in ln for ln in lines), f"{file_part!r} / {text!r} not in:\n{err}"
