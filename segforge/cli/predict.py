@@ -32,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", "--checkpoint", default="final", choices=("final", "best", "latest"))
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring (2^dims times faster)")
-    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch "
+    p.add_argument("--step", type=float, default=None, help="sliding-window step as a fraction of the patch "
                    "(default 0.5; larger is faster)")
+    p.add_argument("--mirror-axes", type=int, nargs="+", default=None, metavar="AXIS",
+                   help="mirror only over these axes (array order: 0 = z, 1 = y, 2 = x for 3D; default: all)")
+    p.add_argument("--fast", action="store_true", help="faster settings whose Dice cost is measured in "
+                   "docs/prediction.md (sliding-window step and mirror axes; not with --step or --mirror-axes)")
+    p.add_argument("--bf16", action="store_true", help="run the networks in bfloat16 (CPUs with native BF16, "
+                   "e.g. AVX512-BF16 or AMX; on a GPU instead of float16)")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write CASE_probabilities.npy (K,Z,Y,X float16) and CASE_probabilities.json")
     p.add_argument("--save-locator", action="store_true",
@@ -55,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def speed_options(fast: bool, step: float | None, mirror_axes) -> dict:
+    """Predictor keywords of --fast / --step / --mirror-axes (InputError for a bad combination)."""
+    from segforge.errors import InputError
+    from segforge.inference.predictor import FAST_MODE
+
+    if fast:
+        if step is not None or mirror_axes is not None:
+            raise InputError("--fast sets the step and the mirror axes itself; leave out --step and --mirror-axes")
+        return dict(FAST_MODE["options"])
+    if step is not None and not 0 < step <= 1:
+        raise InputError(f"--step must be in (0, 1], got {step}")
+    return {"step": 0.5 if step is None else step, "mirror_axes": mirror_axes}
+
+
+def _axes(axes) -> str:
+    return "off" if not axes else "axes " + ",".join("zyx"[a] if len(axes) <= 3 else str(a) for a in axes)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -66,8 +90,7 @@ def main(argv=None) -> int:
         from segforge.inference.pipeline import predict_cases
         from segforge.inference.predictor import create_predictor
 
-        if not 0 < args.step <= 1:
-            raise InputError(f"--step must be in (0, 1], got {args.step}")
+        speed = speed_options(args.fast, args.step, args.mirror_axes)
         if args.prefetch < 0:
             raise InputError(f"--prefetch must be 0 or more, got {args.prefetch}")
         start = time.perf_counter()
@@ -78,7 +101,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint, device=args.device,
-                                         tta=not args.disable_tta, step=args.step, backend=args.backend)
+                                         tta=not args.disable_tta, backend=args.backend, bf16=args.bf16, **speed)
         predictor.progress = sys.stderr.isatty()
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
@@ -87,7 +110,8 @@ def main(argv=None) -> int:
                 raise InputError(f"--save-locator needs a cascade model; {folder.name} is not one")
             predictor.save_locator = True
         print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
-              f"device {predictor.device} ({args.backend}) | mirroring {'on' if not args.disable_tta else 'off'} | "
+              f"device {predictor.device} ({args.backend}{', bf16' if args.bf16 else ''}) | mirroring "
+              f"{_axes(predictor.mirror_axes)} | step {predictor.step} | "
               f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")
         reports = predict_cases(predictor, cases, args.output, args.save_probabilities, args.skip_existing,
                                 prefetch=args.prefetch)

@@ -50,12 +50,19 @@ def load_predictor(
     tta: bool = True,
     step: float = 0.5,
     backend: str = "torch",
+    mirror_axes: Sequence[int] | None = None,
+    bf16: bool = False,
+    fast: bool = False,
 ) -> Predictor:
     """The predictor of ``model_folder`` (any folder, or an export folder) or of ``dataset`` under
-    ``segforge_results``; ``backend="onnxruntime"`` runs an export folder's ONNX networks."""
+    ``segforge_results``; ``backend="onnxruntime"`` runs an export folder's ONNX networks;
+    ``fast`` takes the step and mirror axes of :data:`~segforge.inference.predictor.FAST_MODE`."""
+    from segforge.inference.predictor import FAST_MODE
+
     folder = resolve_model_folder(dataset, model_folder, configuration)
+    speed = dict(FAST_MODE["options"]) if fast else {"step": step, "mirror_axes": mirror_axes}
     return create_predictor(ModelFolder.open(folder), folds=folds, checkpoint=checkpoint, device=device,
-                            tta=tta, step=step, backend=backend)
+                            tta=tta, backend=backend, bf16=bf16, **speed)
 
 
 def predict(

@@ -28,11 +28,13 @@ from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
 from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
 from segforge.io.geometry import Geometry
 
-__all__ = ["Predictor", "create_predictor", "pick_device"]
+__all__ = ["FAST_MODE", "Predictor", "create_predictor", "pick_device"]
 
 # network inputs (windows x mirror flips) per forward pass: (2D, 3D) on a GPU and on a CPU;
 # on the CPU a pass of one 3D window costs 4-5x a window of a larger pass (docs/prediction.md)
 _WINDOW_BATCH = {"cuda": (32, 4), "cpu": (16, 4)}
+# --fast: the settings and the reason (their measured Dice cost is in docs/prediction.md)
+FAST_MODE = {"options": {"step": 0.75, "mirror_axes": (1, 2)}, "why": "step 0.75, mirror y and x"}
 # share of the free GPU memory the image-sized buffers may take before they move to the CPU
 _DEVICE_MEMORY_SHARE = 0.6
 
@@ -58,7 +60,9 @@ class Predictor:
     """A model folder's networks (one per fold) ready to predict.
 
     ``folds`` None: every fold with a checkpoint. ``checkpoint``: ``final`` (falls back to
-    ``latest`` with a warning), ``best`` or ``latest``. ``tta``: mirror over all spatial axes.
+    ``latest`` with a warning), ``best`` or ``latest``. ``tta``: mirror over ``mirror_axes``
+    (default all spatial axes; ``(1, 2)`` = y and x of a 3D model). ``bf16``: the network in
+    bfloat16 (CPUs with native BF16; docs/prediction.md measures what it costs in Dice).
     ``progress``: a bar over each case's windows. ``backend``: ``torch``, or ``onnxruntime``
     for an export folder (``segforge_export``; its ``fold_K/network.onnx`` on the CPU).
     """
@@ -74,6 +78,8 @@ class Predictor:
         window_batch: int | None = None,
         progress: bool = False,
         backend: str = "torch",
+        mirror_axes: Sequence[int] | None = None,
+        bf16: bool = False,
     ):
         self.model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
         self.plans = self.model.plans
@@ -90,11 +96,25 @@ class Predictor:
         self.step = step
         self.progress = progress
         self.num_classes = self.plans.num_classes
-        self.mirror_axes = tuple(range(self.configuration.dims)) if tta else ()
+        self.set_speed(tta, mirror_axes, bf16)
+        self.window_size = list(self.configuration.patch_size)  # the sliding window's size (the patch)
         batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
         self.window_batch = window_batch or (batches[0] if self.configuration.dims == 2 else batches[1])
         self._check_window_memory()
         self.networks = [self._load_network(fold) for fold in self.folds]
+
+    def set_speed(self, tta: bool = True, mirror_axes: Sequence[int] | None = None, bf16: bool = False) -> None:
+        """Mirroring over ``mirror_axes`` (all when None) if ``tta``; bfloat16 networks if ``bf16``."""
+        dims = self.configuration.dims
+        axes = tuple(range(dims)) if mirror_axes is None else tuple(int(a) for a in mirror_axes)
+        if any(a not in range(dims) for a in axes) or len(set(axes)) != len(axes):
+            raise InputError(f"mirror axes {list(axes)} are not distinct axes of a {dims}D model "
+                             f"(0..{dims - 1}, array order)")
+        self.tta = tta
+        self.mirror_axes = axes if tta else ()
+        if bf16 and self.backend != "torch":
+            raise InputError("--bf16 applies to the torch backend only")
+        self.amp_dtype = torch.bfloat16 if bf16 else None
 
     # ------------------------------------------------------------------ loading
     def _load_network(self, fold: str) -> torch.nn.Module:
@@ -193,14 +213,14 @@ class Predictor:
 
     # ------------------------------------------------------------------ helpers
     def _fold_mean(self, data: torch.Tensor, accumulate: torch.device, window_batch: int) -> torch.Tensor:
-        patch = self.configuration.patch_size
+        patch = self.window_size
         data = data.to(accumulate)
         total = None
         for network in self.networks:
             logits = sliding_window_logits(
                 network, data, patch, self.step, self.mirror_axes, window_batch,
                 device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
-                progress=self.progress,
+                progress=self.progress, amp_dtype=self.amp_dtype,
             )
             probabilities = torch.softmax(logits, dim=0)
             del logits
@@ -227,4 +247,7 @@ def create_predictor(model_folder, **kwargs) -> Predictor:
     except ImportError:
         raise InputError(f"configuration {model.configuration.name!r} is a cascade, and cascade prediction is not "
                          "available in this installation", model.path) from None
-    return CascadePredictor(model, **kwargs)
+    speed = {k: kwargs.pop(k) for k in ("mirror_axes", "bf16") if k in kwargs}
+    predictor = CascadePredictor(model, **kwargs)
+    predictor.set_speed(kwargs.get("tta", True), **speed)
+    return predictor

@@ -155,6 +155,7 @@ def sliding_window_logits(
     accumulate_device: str | torch.device | None = None,
     num_classes: int | None = None,
     progress: bool = False,
+    amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Importance-weighted mean logits ``(K, z, y, x)`` of ``network`` over ``data (C, z, y, x)``.
 
@@ -164,7 +165,9 @@ def sliding_window_logits(
     slice is predicted; ``mirror_axes`` count the network's spatial axes: ``(0, 1)`` for 2D).
     An image smaller than the patch is zero-padded (centred) and the result cropped back.
     The result lies on ``accumulate_device`` (default: ``device``). ``progress`` shows a bar
-    counting windows (on a GPU it counts launches, which run ahead of the device).
+    counting windows (on a GPU it counts launches, which run ahead of the device). The network
+    runs under autocast to ``amp_dtype`` when given (``torch.bfloat16`` on a CPU with native
+    BF16), and to float16 on CUDA otherwise; logits are accumulated in float32.
     """
     device = torch.device(device) if device is not None else _device_of(network)
     accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else device
@@ -184,7 +187,8 @@ def sliding_window_logits(
     windows_per_pass = max(1, int(batch_size) // flips)
     accumulator = None
     bar = tqdm(total=len(windows), desc="windows", unit="win", leave=False, disable=not progress)
-    with bar, torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None or device.type == "cuda")
+    with bar, torch.inference_mode(), autocast:
         for start in range(0, len(windows), windows_per_pass):
             chunk = windows[start : start + windows_per_pass]
             batch = torch.stack([data[(slice(None), *w)] for w in chunk]).to(device, non_blocking=True)
