@@ -2,6 +2,8 @@
 
     python benchmarks/bench_inference.py                    # organs + small-target datasets, CPU, no mirroring
     python benchmarks/bench_inference.py --tta              # with mirroring (8 passes per window in 3D)
+    python benchmarks/bench_inference.py --tta --bf16       # bfloat16 networks (CPUs with native BF16)
+    python benchmarks/bench_inference.py --fast             # segforge_predict --fast
     python benchmarks/bench_inference.py --skip-cascade
     python benchmarks/bench_inference.py --smoke
 
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu-memory-gb", type=float, default=0.5, help="memory the plans are sized for (default 0.5)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (default off)")
     parser.add_argument("--step", type=float, default=0.5, help="sliding-window step (default 0.5)")
+    parser.add_argument("--bf16", action="store_true", help="networks in bfloat16")
+    parser.add_argument("--fast", action="store_true", help="the --fast settings (overrides --tta and --step)")
     parser.add_argument("--skip-cascade", action="store_true", help="only the single-stage part")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
         args.gpu_memory_gb, args.step = 0.1, 1.0  # small patches, abutting windows: still a cascade plan
     out = args.out or args.workdir / "bench_inference.json"
     env = use_workdir(args.workdir)
-    result: dict = {"tta": args.tta, "step": args.step, "num_test": args.num_test}
+    result: dict = {"tta": args.tta, "step": args.step, "num_test": args.num_test, "bf16": args.bf16,
+                    "fast": args.fast}
     patch = (16, 32, 32) if args.smoke else None
 
     # 1. single-stage on organs
@@ -111,8 +116,11 @@ def time_model(dataset: str, configuration: str, args) -> dict:
     from segforge.io.image import read_multichannel
 
     with Timer() as startup:
+        from segforge.inference.predictor import FAST_MODE
+
+        speed = dict(FAST_MODE["options"]) if args.fast else {"step": args.step}
         predictor = create_predictor(resolve_model_folder(dataset, None, configuration, None), folds=["0"],
-                                     device="cpu", tta=args.tta, step=args.step)
+                                     device="cpu", tta=args.tta or args.fast, bf16=args.bf16, **speed)
     cases = RawDataset.open(dataset).test_cases()
     steps: dict[str, list[float]] = {"preprocess": [], "predict": [], "restore": []}
     for case in cases:

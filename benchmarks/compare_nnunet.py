@@ -3,6 +3,7 @@
     python benchmarks/compare_nnunet.py                      # synthetic dataset, CPU
     python benchmarks/compare_nnunet.py --dataset 4 --device cuda
     python benchmarks/compare_nnunet.py --smoke              # segforge side only, tiny, no nnU-Net needed
+    python benchmarks/compare_nnunet.py --workdir W --predict-only   # step 4 again on the models trained in W
 
 nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made by
 `benchmarks/setup_nnunet_env.sh`), never imported here. Measured for each tool:
@@ -14,7 +15,9 @@ nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made 
    ``nnUNetPlans.json`` (patch, batch, features, kernels, strides);
 3. validation Dice / HD95 on held-out cases after the same training wall-clock budget,
    scored by the same evaluator;
-4. inference seconds per case (end to end, mirroring TTA on for both);
+4. inference seconds per case (each tool's predict command end to end, start-up included,
+   mirroring TTA on for both, default step 0.5; ``--predict-repeats`` runs it several times and
+   keeps the fastest, ``--predict-only`` re-runs only this step on a workdir trained before);
 and the two plans next to each other. Writes a JSON file and prints a table; the ratios come last.
 """
 
@@ -49,10 +52,20 @@ def main(argv=None) -> int:
     parser.add_argument("--num-train", type=int, default=16)
     parser.add_argument("--num-test", type=int, default=4)
     parser.add_argument("--out", type=Path, help="result JSON (default: <workdir>/compare_nnunet.json)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="voxels per synthetic case (default: the generator's, about 40x64x64)")
+    parser.add_argument("--predict-repeats", type=int, default=1,
+                        help="run each tool's predict command this many times, keep the fastest (default 1)")
+    parser.add_argument("--predict-only", action="store_true",
+                        help="only step 4 (and scoring), on the data and models already in --workdir")
     parser.add_argument("--smoke", action="store_true", help="segforge side only, tiny sizes (no nnU-Net needed)")
     args = parser.parse_args(argv)
 
     work = args.workdir.absolute()
+    if args.predict_only:
+        if not (work / "compare_nnunet.json").is_file():
+            raise SystemExit(f"--predict-only needs a finished run in {work} (compare_nnunet.json)")
+        return _predict_only(work, args)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -123,17 +136,49 @@ def main(argv=None) -> int:
                   iters_per_second=_its(nn_train["epoch_seconds"], args.iters_per_epoch))
 
     # 4. predict held-out cases, 5. score both with the same evaluator
-    m = _step(["-m", "segforge.cli.predict", "-i", str(raw / name / "imagesTs"), "-o", str(work / "sf_pred"),
-               "-d", dataset_id, "-c", "3d_fullres", "--device", args.device], env, work / "sf_predict.log")
-    sf["predict_seconds_per_case"] = m.seconds / max(1, len(tests))
+    result["env"] = {k: env[k] for k in ("SEGFORGE_RAW", "SEGFORGE_PREPROCESSED", "SEGFORGE_RESULTS", "nnUNet_raw",
+                                         "nnUNet_preprocessed", "nnUNet_results")}
+    _predict_and_score(result, work, env, args)
+
+    out = args.out or work / "compare_nnunet.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    _print_report(result, out)
+    return 0
+
+
+def _predict_and_score(result: dict, work: Path, env: dict, args) -> None:
+    """Step 4: each tool's predict command on the held-out images (fastest of --predict-repeats), then scores."""
+    name, device = result["dataset"], result["device"]
+    raw = Path(env["SEGFORGE_RAW"])
+    dataset_id = str(int(name[7:10]))
+    cases = max(1, result["num_test_cases"])
+    sf, nn = result["segforge"], result["nnunet"]
+    sf_cmd = ["-m", "segforge.cli.predict", "-i", str(raw / name / "imagesTs"), "-o", str(work / "sf_pred"),
+              "-d", dataset_id, "-c", "3d_fullres", "--device", device]
+    sf["predict_seconds_per_case"] = _fastest(sf_cmd, env, work / "sf_predict.log", work / "sf_pred", args,
+                                              sys.executable) / cases
     sf.update(_score(work / "sf_pred", raw / name / "labelsTs", env, work / "sf_eval.json"))
     if not args.smoke:
-        m = _step([str(Path(args.nnunet_python).parent / "nnUNetv2_predict"), "-i", str(raw / name / "imagesTs"),
-                   "-o", str(work / "nn_pred"), "-d", dataset_id, "-c", "3d_fullres", "-f", "0",
-                   "-device", args.device], env, work / "nn_predict.log", python=None)
-        nn["predict_seconds_per_case"] = m.seconds / max(1, len(tests))
+        nn_cmd = [str(Path(args.nnunet_python).parent / "nnUNetv2_predict"), "-i", str(raw / name / "imagesTs"),
+                  "-o", str(work / "nn_pred"), "-d", dataset_id, "-c", "3d_fullres", "-f", "0", "-device", device]
+        nn["predict_seconds_per_case"] = _fastest(nn_cmd, env, work / "nn_predict.log", work / "nn_pred", args,
+                                                  None) / cases
         nn.update(_score(work / "nn_pred", raw / name / "labelsTs", env, work / "nn_eval.json"))
 
+
+def _fastest(cmd: list[str], env: dict, log: Path, out: Path, args, python) -> float:
+    best = float("inf")
+    for _ in range(max(1, args.predict_repeats)):
+        shutil.rmtree(out, ignore_errors=True)
+        best = min(best, _step(cmd, env, log, python=python).seconds)
+    return best
+
+
+def _predict_only(work: Path, args) -> int:
+    result = json.loads((work / "compare_nnunet.json").read_text())
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **result["env"])
+    result.setdefault("nnunet", {})
+    _predict_and_score(result, work, env, args)
     out = args.out or work / "compare_nnunet.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     _print_report(result, out)
@@ -144,8 +189,9 @@ def _make_synthetic(raw: Path, env: dict, args) -> str:
     from segforge.synthetic import make_synthetic_dataset
 
     os.environ.update(env)
+    shape = {"shape": tuple(args.shape)} if args.shape else {}
     make_synthetic_dataset(990, "BenchOrgans", kind="organs", num_train=args.num_train, num_test=args.num_test,
-                           seed=0, raw_root=raw)
+                           seed=0, raw_root=raw, **shape)
     return "990"
 
 
