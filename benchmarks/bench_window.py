@@ -3,6 +3,7 @@
     python benchmarks/bench_window.py                       # the CPU plan of the nnU-Net comparison
     python benchmarks/bench_window.py --threads 2 --repeats 5
     python benchmarks/bench_window.py --profile             # plus torch.profiler's top operators
+    python benchmarks/bench_window.py --onnx                # plus ONNX Runtime on the exported network
     python benchmarks/bench_window.py --smoke
 
 The U-Net of a CPU-sized plan (default: patch 32x48x48, 8->64 features, 4 classes, the plan
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=(1, 2, 4, 8))
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators for 1 and 4 windows")
+    parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime (the network exported as segforge_export does)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.patch, args.features, args.repeats, args.batches = (16, 16, 16), (4, 8), 1, (1, 2)
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
                           "forward_in_training": _cpu_ms(train_forward, args.repeats) / 2}
     network.eval()
     stock.eval()
+    onnx_network = _onnx(network, args) if args.onnx else None
     rows = []
     with torch.inference_mode():
         for b in args.batches:
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
             for name, net in (("stock_instance_norm", stock), ("segforge", network)):
                 row[f"{name}_fp32"] = _cpu_ms(lambda: net(xb), args.repeats) / b
             row["segforge_bf16"] = _cpu_ms(lambda: _bf16(network, xb), args.repeats) / b
+            if args.onnx:
+                row["onnxruntime_fp32"] = _cpu_ms(lambda: onnx_network(xb), args.repeats) / b
             rows.append(row)
             print(row, flush=True)
     result["prediction"] = rows
@@ -117,6 +122,22 @@ def _use_stock_instance_norm(module) -> None:
             setattr(module, name, plain)
         else:
             _use_stock_instance_norm(child)
+
+
+def _onnx(network, args):
+    """The network through segforge's ONNX export, run by ONNX Runtime with ``--threads`` threads."""
+    import torch
+
+    from segforge.inference.model_export import ONNX_OPSET
+    from segforge.inference.onnx_backend import OnnxNetwork
+
+    path = args.workdir / "network.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(network, (torch.zeros(2, 1, *args.patch),), dynamo=True, opset_version=ONNX_OPSET,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}}).save(str(path))
+    return OnnxNetwork(path, threads=args.threads)
 
 
 def _bf16(network, x):
