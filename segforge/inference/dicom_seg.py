@@ -25,9 +25,10 @@ from segforge.io.atomic import temporary_path
 from segforge.io.geometry import Geometry
 from segforge.io.image import dicom_series_files
 
-__all__ = ["DICOM_SEG_ENDING", "write_dicom_seg", "read_dicom_seg_labels"]
+__all__ = ["DICOM_SEG_ENDING", "write_dicom_seg", "read_dicom_seg_labels", "check_dicom_seg"]
 
 DICOM_SEG_ENDING = ".dcm"
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def write_dicom_seg(
@@ -87,9 +88,27 @@ def write_dicom_seg(
         omit_empty_frames=bool(mask.any()),
     )
     path = Path(path)
-    with temporary_path(path) as tmp:
+    with temporary_path(path, check=lambda tmp: check_dicom_seg(tmp, int(seg.NumberOfFrames))) as tmp:
         seg.save_as(tmp)
     return path
+
+
+def check_dicom_seg(path: str | os.PathLike, frames: int | None = None) -> None:
+    """:class:`InputError` unless ``path`` is a whole, readable DICOM Segmentation (with ``frames`` frames)."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = dcmread(str(path))
+        pixels = len(ds.PixelData)
+    except (InvalidDicomError, OSError, AttributeError, ValueError, EOFError) as exc:
+        raise InputError(f"not a readable DICOM Segmentation ({str(exc)[:200]})", path) from None
+    if ds.get("SOPClassUID") != SEGMENTATION_STORAGE:
+        raise InputError("not a DICOM Segmentation (SOP class differs)", path)
+    n = int(ds.get("NumberOfFrames", 0))
+    bits = int(ds.Rows) * int(ds.Columns) * n
+    if (frames is not None and n != frames) or pixels * 8 < bits:
+        raise InputError(f"DICOM Segmentation is incomplete ({n} frames, {pixels} pixel bytes)", path)
 
 
 def read_dicom_seg_labels(path: str | os.PathLike, source_folder: str | os.PathLike, series_uid: str) -> np.ndarray:

@@ -42,6 +42,14 @@ def output_problem(case: InputCase, output_folder: str | os.PathLike, save_proba
     target = output_file(case, output_folder)
     if not target.exists():
         return "no output yet"
+    if target.name.endswith(".dcm"):  # --output-format dicom-seg
+        from segforge.inference.dicom_seg import check_dicom_seg
+
+        try:
+            check_dicom_seg(target)
+        except InputError as exc:
+            return f"output {target.name} is not a whole DICOM Segmentation ({_reason(exc)})"
+        return None
     try:
         labels, geometry = read_label(target)
     except InputError as exc:

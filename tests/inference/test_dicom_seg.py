@@ -90,3 +90,20 @@ def test_dicom_seg_of_a_nifti_input_is_refused_by_name(folders, model_folder, ca
     assert predict_main(["-i", str(images), "-o", str(folders / "out"), "-d", "987", "--disable-tta",
                          "--output-format", "dicom-seg"]) == 1
     assert "needs a DICOM series as input" in capsys.readouterr().err
+
+
+def test_a_truncated_dicom_seg_is_predicted_again_with_continue(folders, model_folder, capsys):
+    source = folders / "dicom"
+    _, uid_b = _two_series(source / "patient_4")
+    seg = folders / "seg"
+    common = ["-i", str(source), "-d", "987", "--disable-tta", "--series-uid", uid_b, "-o", str(seg),
+              "--output-format", "dicom-seg"]
+    assert predict_main(common) == 0
+    target = seg / "patient_4.dcm"
+    whole = target.read_bytes()
+    target.write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+    assert predict_main([*common, "--continue"]) == 0
+    out = capsys.readouterr()
+    assert "not a whole DICOM Segmentation" in out.out + out.err
+    assert target.read_bytes() != whole[: len(whole) // 2] and len(target.read_bytes()) > len(whole) // 2
