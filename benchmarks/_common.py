@@ -117,7 +117,7 @@ def make_organs_dataset(dataset_id: int, num_train: int, num_test: int, shape, k
 def plan_and_preprocess(dataset: str, gpu_memory_gb: float, num_processes: int = 2, configurations=None,
                         patch_size=None, batch_size=None):
     """Plan and preprocess in this process (quietly); returns the Plans."""
-    from segforge.planning.experiment import plan_and_preprocess as run
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess as run
     from segforge.planning.overrides import PlanOverrides
 
     overrides = PlanOverrides(patch_size=tuple(patch_size) if patch_size else None, batch_size=batch_size)

@@ -86,11 +86,6 @@ def main(argv=None) -> int:
 
 
 def cascade_part(args, env: dict) -> dict:
-    try:
-        import segforge.cascade.predictor  # noqa: F401
-        import segforge.cascade.training_steps  # noqa: F401
-    except ImportError as exc:
-        return {"available": False, "why": f"cascade training/prediction not importable ({exc})"}
     name, plans = prepare_training_data(995, args.num_train, args.cascade_shape, args.gpu_memory_gb,
                                         num_processes=1 if args.smoke else 2, num_test=args.num_test,
                                         kind="small_target")
@@ -111,7 +106,7 @@ def cascade_part(args, env: dict) -> dict:
 def time_model(dataset: str, configuration: str, args) -> dict:
     """Per-step seconds per case (means over the cases after the first) of the real predictor."""
     from segforge.inference.model import resolve_model_folder
-    from segforge.inference.predictor import create_predictor
+    from segforge.inference.registry import create_predictor
     from segforge.io.dataset import RawDataset
     from segforge.io.image import read_multichannel
 

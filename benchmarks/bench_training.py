@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     # 2. compute only: one fixed batch, no loader
     options = TrainingOptions(epochs=1, iters_per_epoch=args.iters, val_iters=1, num_workers=workers,
-                              progress_bar=False, validate_after_training=False)
+                              progress_bar=False)
     trainer = SegmentationTrainer(plans, "3d_fullres", 0, device="cpu", options=options, log=lambda line: None)
     trainer.initialize()
     loader = make_loader(TrainingBatches(trainer.build_training_sampler()), trainer.training_transforms(), 0)

@@ -52,7 +52,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def predict_and_score(model_folder, cases, is_cascade: bool) -> dict:
-    from segforge.inference.predictor import create_predictor
+    from segforge.inference.registry import create_predictor
     from segforge.io.image import read_image, read_multichannel
 
     predictor = create_predictor(model_folder, device="cpu", tta=False)
@@ -93,7 +93,7 @@ def main() -> None:
     from segforge.paths import results_dataset_dir
 
     name = make_organs_dataset(970, args.cases, args.test, args.shape, kind="small_target")
-    from segforge.planning.experiment import plan_and_preprocess as plan_only
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess as plan_only
 
     plans = plan_only(name, gpu_memory_gb=args.gpu_memory_gb, plan_only=True, progress=False, log=lambda line: None)
     if "cascade_fullres" not in plans.configurations:
@@ -149,7 +149,7 @@ def train_segmenter_only(dataset: str, minutes: float, env: dict, log, threads: 
         "from segforge.training.options import TrainingOptions; from segforge.training.registry import look_up_step; "
         f"plans = Plans.load(paths.preprocessed_dataset_dir({dataset!r}) / 'plans.json'); "
         f"o = TrainingOptions(epochs=1000, iters_per_epoch=10, val_iters=2, max_minutes={minutes!r}, num_workers=0, "
-        "progress_bar=False, validate_after_training=False); "
+        "progress_bar=False); "
         "look_up_step('cascade_segmenter')(plans, 'cascade_fullres', 0, 'cpu', o, False)"
     )
     env = {**env, "OMP_NUM_THREADS": str(threads)}

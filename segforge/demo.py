@@ -1,8 +1,10 @@
 """The demo: a synthetic dataset through the whole pipeline, as numbered steps.
 
-Each step calls the same command a user would type, in-process, so the demo shows (and
-tests) the real path: generate -> plan and preprocess -> train fold 0 -> predict the
-held-out scans -> evaluate. Steps already done are reused when the demo is run again.
+Each step runs the library function the corresponding command runs (and prints that
+command, so a user can type it), in-process: generate -> plan and preprocess -> train fold
+0 (with its fold validation) -> predict the held-out scans -> evaluate. Steps already done
+are reused when the demo is run again. The demo sits above the workflows and below the
+command line: ``segforge_demo`` (:mod:`segforge.cli.demo`) only parses its arguments.
 """
 
 from __future__ import annotations
@@ -45,8 +47,17 @@ class DemoSettings:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Run the pipeline; returns a summary dict (paths, Dice, timings)."""
-    from segforge.cli import evaluate, plan_and_preprocess, predict, train
+    from segforge.data.splits import parse_fold
+    from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
+    from segforge.inference.inputs import check_output_folder, discover_cases
+    from segforge.inference.model import ModelFolder, resolve_model_folder
+    from segforge.inference.pipeline import predict_cases
+    from segforge.inference.registry import create_predictor
+    from segforge.planning.plans import Plans
     from segforge.synthetic import make_synthetic_dataset
+    from segforge.training.options import TrainingOptions
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess
+    from segforge.workflows.train import train_fold
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     budget = settings.gpu_memory_gb or (10.0 if device == "cuda" else 0.1)
@@ -54,13 +65,11 @@ def run_demo(settings: DemoSettings) -> dict:
     raw = paths.raw_root() / name
     timings: dict[str, float] = {}
 
-    def step(number: int, title: str, command, argv: list[str]) -> None:
-        print(f"\n[{number}/5] {title}\n      $ {command.__name__.rsplit('.', 1)[-1]} {' '.join(argv)}", flush=True)
+    def step(number: int, title: str, command: str, run) -> None:
+        print(f"\n[{number}/5] {title}\n      $ {command}", flush=True)
         start = time.perf_counter()
-        code = command.main(argv)
+        run()
         timings[title] = time.perf_counter() - start
-        if code != 0:
-            raise InputError(f"demo step {number} ({title}) failed with exit code {code}")
 
     print(f"segforge demo: {name} on {device}; folders {paths.raw_root()}, {paths.preprocessed_root()}, "
           f"{paths.results_root()}")
@@ -76,27 +85,53 @@ def run_demo(settings: DemoSettings) -> dict:
         timings["synthetic dataset"] = time.perf_counter() - start
         print(f"      wrote {raw}")
 
-    step(2, "plan and preprocess", plan_and_preprocess,
-         ["-d", name, "-np", str(settings.num_processes), "--gpu-memory-gb", str(budget)])
-    train_argv = [name, "0", "--device", device, "--epochs", str(settings.epochs), "--iters-per-epoch",
-                  str(settings.iters_per_epoch), "--val-iters", str(settings.val_iters),
-                  "--max-minutes", str(settings.train_minutes), "--seed", str(settings.seed)]
+    step(2, "plan and preprocess", f"segforge_plan_and_preprocess -d {name} -np {settings.num_processes} "
+         f"--gpu-memory-gb {budget}",
+         lambda: plan_and_preprocess(name, num_processes=settings.num_processes, gpu_memory_gb=budget))
+
+    # A CPU affords a few hundred iterations: AdamW at 3e-3 gets there (mean pseudo-Dice ~0.9 after
+    # ~175 iterations on this data), SGD at nnU-Net's 1e-2/0.99 needs thousands. Mirroring costs 8x on a CPU.
+    on_cpu = device == "cpu"
+    options = TrainingOptions(epochs=settings.epochs, iters_per_epoch=settings.iters_per_epoch,
+                              val_iters=settings.val_iters, max_minutes=settings.train_minutes, seed=settings.seed,
+                              **({"optimizer": "adamw", "initial_lr": 3e-3} if on_cpu else {}))
+    train_command = (f"segforge_train {name} 0 --device {device} --epochs {settings.epochs} --iters-per-epoch "
+                     f"{settings.iters_per_epoch} --val-iters {settings.val_iters} --max-minutes "
+                     f"{settings.train_minutes} --seed {settings.seed}" + (" --optimizer adamw --lr 3e-3" if on_cpu else ""))
+    plans_path = paths.preprocessed_root() / name / "plans.json"
+    step(3, "train fold 0", train_command,
+         lambda: train_fold(Plans.load(plans_path), parse_fold("0"), device=device, options=options))
+
     predictions = paths.results_root() / name / "demo_predictions"
-    predict_argv = ["-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", name, "--device", device]
-    if device == "cpu":
-        # A CPU affords a few hundred iterations: AdamW at 3e-3 gets there (mean pseudo-Dice ~0.9 after
-        # ~175 iterations on this data), SGD at nnU-Net's 1e-2/0.99 needs thousands. Mirroring costs 8x on a CPU.
-        train_argv += ["--optimizer", "adamw", "--lr", "3e-3"]
-        predict_argv += ["--disable-tta"]
-    step(3, "train fold 0", train, train_argv)
-    step(4, "predict held-out scans", predict, predict_argv)
+
+    def predict() -> None:
+        model = ModelFolder.open(resolve_model_folder(name))
+        cases = discover_cases(raw / "imagesTs", model.plans.num_channels)
+        check_output_folder(raw / "imagesTs", predictions, cases)
+        predictor = create_predictor(model, device=device, tta=not on_cpu)
+        failed = [r for r in predict_cases(predictor, cases, predictions) if r.status == "failed"]
+        if failed:
+            raise InputError(f"demo step 4 could not predict {', '.join(f'{r.name} ({r.reason})' for r in failed)}")
+
+    step(4, "predict held-out scans", f"segforge_predict -i {raw / 'imagesTs'} -o {predictions} -d {name} "
+         f"--device {device}" + (" --disable-tta" if on_cpu else ""), predict)
     summary_path = predictions / "summary.json"
-    step(5, "evaluate", evaluate, ["-ref", str(raw / "labelsTs"), "-pred", str(predictions), "-o", str(summary_path)])
+
+    def evaluate() -> None:
+        summary = evaluate_folders(raw / "labelsTs", predictions)
+        save_summary(summary, summary_path)
+        print(format_table(summary, {v: k for k, v in Plans.load(plans_path).labels.items()}))
+        not_scored = [c["case"] if isinstance(c, dict) else c
+                      for k in ("missing_predictions", "geometry_mismatches", "unreadable") for c in summary[k]]
+        if not_scored:
+            raise InputError(f"demo step 5 could not score {', '.join(not_scored)}")
+
+    step(5, "evaluate", f"segforge_evaluate -ref {raw / 'labelsTs'} -pred {predictions} -o {summary_path}", evaluate)
 
     summary = json.loads(summary_path.read_text())
     dice = summary["foreground_mean"]["dice"]
-    plans_path = paths.preprocessed_root() / name / "plans.json"
-    model_folders = sorted(p for p in (paths.results_root() / name).iterdir() if "__" in p.name)
+    model_folders = sorted(p for p in (paths.results_root() / name).iterdir()
+                           if paths.parse_model_folder_name(p.name) is not None)
     print("\nsegforge demo finished\n")
     print(f"  plans (every decision with its reason): {plans_path}")
     for folder in model_folders:

@@ -1,8 +1,12 @@
-"""Where the three folders are, and how a dataset is named.
+"""Where the three folders are, how a dataset is named, and how a trained model's folder is named.
 
 ``SEGFORGE_RAW``, ``SEGFORGE_PREPROCESSED`` and ``SEGFORGE_RESULTS`` override the defaults
 ``./segforge_raw``, ``./segforge_preprocessed`` and ``./segforge_results``. A dataset is
 addressed by number (``901``) or full name (``Dataset901_BrainTissue``).
+
+A trained model is ``<results>/DatasetNNN_Name/<trainer>__<configuration>/`` (the model
+folder: ``plans.json``, ``dataset.json``) with ``fold_K/checkpoint_<which>.pt`` inside; this
+module is the one place that builds and parses those names.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ __all__ = [
     "raw_dataset_dir",
     "preprocessed_dataset_dir",
     "results_dataset_dir",
+    "CHECKPOINT_NAMES",
+    "TRAINER_OF_KIND",
+    "model_folder_name",
+    "parse_model_folder_name",
+    "model_folder",
+    "fold_folder",
+    "checkpoint_file",
 ]
 
 _NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
@@ -83,3 +94,40 @@ def preprocessed_dataset_dir(dataset: str | int) -> Path:
 
 def results_dataset_dir(dataset: str | int) -> Path:
     return results_root() / resolve_dataset_name(dataset)
+
+
+# --- trained models -------------------------------------------------------------------------
+CHECKPOINT_NAMES = ("final", "best", "latest")  # what a trainer writes; prediction takes "final" by default
+# the trainer that trains each kind of configuration ("cascade": a segmentation configuration with
+# cascade settings); its name is the first half of the model folder's name
+TRAINER_OF_KIND = {"segmentation": "SegmentationTrainer", "locator": "LocatorTrainer",
+                   "cascade": "CascadeSegmentationTrainer"}
+_SEPARATOR = "__"
+
+
+def model_folder_name(trainer: str, configuration: str) -> str:
+    """``("SegmentationTrainer", "3d_fullres")`` -> ``"SegmentationTrainer__3d_fullres"``."""
+    return f"{trainer}{_SEPARATOR}{configuration}"
+
+
+def parse_model_folder_name(name: str) -> tuple[str, str] | None:
+    """``"SegmentationTrainer__3d_fullres"`` -> ``("SegmentationTrainer", "3d_fullres")``; None if not such a name."""
+    trainer, sep, configuration = name.partition(_SEPARATOR)
+    return (trainer, configuration) if sep and trainer and configuration else None
+
+
+def model_folder(dataset: str | int, trainer: str, configuration: str) -> Path:
+    """``<results>/DatasetNNN_Name/<trainer>__<configuration>``."""
+    return results_dataset_dir(dataset) / model_folder_name(trainer, configuration)
+
+
+def fold_folder(model_folder_path: str | os.PathLike, fold: int | str) -> Path:
+    """``<model folder>/fold_<fold>``."""
+    return Path(model_folder_path) / f"fold_{fold}"
+
+
+def checkpoint_file(fold_folder_path: str | os.PathLike, which: str) -> Path:
+    """``<fold folder>/checkpoint_<which>.pt`` for ``which`` in :data:`CHECKPOINT_NAMES`."""
+    if which not in CHECKPOINT_NAMES:
+        raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
+    return Path(fold_folder_path) / f"checkpoint_{which}.pt"

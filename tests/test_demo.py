@@ -9,9 +9,7 @@ from segforge.cli import demo
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
-    for name in ("RAW", "PREPROCESSED", "RESULTS"):
-        monkeypatch.setenv(f"SEGFORGE_{name}", str(tmp_path / name.lower()))
+def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     torch.set_num_threads(1)
     code = demo.main(["--device", "cpu", "--epochs", "1", "--iters-per-epoch", "2", "--num-train", "4",
                       "--num-test", "1", "--shape", "32", "48", "48", "-np", "1"])

@@ -190,14 +190,12 @@ def test_bad_labels_are_reported_with_the_file(tmp_path):
         extract_fingerprint(ds, num_processes=1, progress=False)
 
 
-def test_save_and_load(tmp_path, monkeypatch, organs):
+def test_save_and_load(folders, organs):
     _, fp = organs
-    monkeypatch.setenv("SEGFORGE_PREPROCESSED", str(tmp_path))
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
     with pytest.raises(InputError, match="no fingerprint yet"):
         load_fingerprint("Dataset960_Organs")
     path = save_fingerprint(fp)
-    assert path == tmp_path / "Dataset960_Organs" / "fingerprint.json"
+    assert path == folders / "preprocessed" / "Dataset960_Organs" / "fingerprint.json"
     assert load_fingerprint(960) == fp and load_fingerprint("Dataset960_Organs") == fp
     path.write_text("{}")
     with pytest.raises(InputError, match="lacks dataset_name"):

@@ -127,12 +127,11 @@ def test_small_target_is_small_and_moves(tmp_path):
     assert spread[1:].max() > 30, spread  # several cm in the axial plane
 
 
-def test_cli_writes_dataset_and_reports_bad_input(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path))
+def test_cli_writes_dataset_and_reports_bad_input(folders, capsys):
     code = synthetic_main(["-d", "7", "-n", "Cli", "--num-train", "2", "--num-test", "0", "--shape", "16", "32", "32",
                            "--modality", "MR", "--channels", "2", "--seed", "1"])
     assert code == 0
-    assert (tmp_path / "Dataset007_Cli" / "imagesTr" / "case_001_0001.nii.gz").is_file()
+    assert (folders / "raw" / "Dataset007_Cli" / "imagesTr" / "case_001_0001.nii.gz").is_file()
     code = synthetic_main(["-d", "7", "-n", "bad name!"])
     assert code == 2
     assert "may only hold letters" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 
 Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
 configuration (with what it needs: the cascade's locator). The steps are
-:func:`segforge.planning.experiment.plan_and_preprocess`. Exit code 2 with one line per
+:func:`segforge.workflows.plan_and_preprocess.plan_and_preprocess`. Exit code 2 with one line per
 problem when the dataset or an argument is wrong.
 """
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         from segforge.errors import InputError
-        from segforge.planning.experiment import plan_and_preprocess
+        from segforge.workflows.plan_and_preprocess import plan_and_preprocess
         from segforge.planning.overrides import PlanOverrides
 
         if args.num_processes < 1:

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         from segforge.inference.model import ModelFolder, resolve_model_folder
         from segforge.inference.outputs import prepare_output_folder
         from segforge.inference.pipeline import predict_cases
-        from segforge.inference.predictor import create_predictor
+        from segforge.inference.registry import create_predictor
 
         speed = speed_options(args.fast, args.step, args.mirror_axes)
         if args.prefetch < 0:

@@ -52,9 +52,11 @@ def main(argv=None) -> int:
     def body() -> int:
         from segforge import paths
         from segforge.data.splits import parse_fold
+        from segforge.errors import InputError
         from segforge.planning.plans import Plans
         from segforge.training.options import TrainingOptions, resolve_device
-        from segforge.training.registry import look_up_step, training_steps
+        from segforge.workflows.train import segmentation_model_folder, train_fold
+        from segforge.workflows.validation import validate_fold
 
         fold = parse_fold(args.fold)
         from segforge.networks.registry import check_buildable
@@ -62,43 +64,23 @@ def main(argv=None) -> int:
         plans_file = paths.preprocessed_dataset_dir(args.dataset) / "plans.json"
         plans = Plans.load(plans_file)
         check_buildable(plans, plans_file)  # a typo in a name is reported with the file
-        steps = training_steps(plans, args.configuration)
         device = str(resolve_device(args.device))
         if args.validation_only:
-            return _validate_only(plans, steps[-1], fold, device)
+            # prints its one-line result and writes validation/summary.json
+            validate_fold(segmentation_model_folder(plans, args.configuration), fold, device)
+            return 0
+        if args.num_workers is not None and args.num_workers < 0:
+            raise InputError(f"--num-workers must be 0 or more, got {args.num_workers}")
         options = TrainingOptions(
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
             optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, tensorboard=args.tensorboard,
-            progress_bar=args.progress_bar, validate_after_training=args.validate)
-        if args.num_workers is not None and args.num_workers < 0:
-            from segforge.errors import InputError
-
-            raise InputError(f"--num-workers must be 0 or more, got {args.num_workers}")
-        for step, configuration in steps:
-            if len(steps) > 1:
-                print(f"{PROG}: training {configuration} ({step})")
-            look_up_step(step)(plans, configuration, fold, device, options, args.resume)
+            progress_bar=args.progress_bar)
+        train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate,
+                   log=lambda line: print(f"{PROG}: {line}"))
         return 0
 
     return run_command(PROG, body)
-
-
-_TRAINER_OF_STEP = {"segmentation": "SegmentationTrainer", "cascade_segmenter": "CascadeSegmentationTrainer"}
-
-
-def _validate_only(plans, step: tuple[str, str], fold, device: str) -> int:
-    from segforge import paths
-    from segforge.errors import InputError
-    from segforge.inference.validation import validate_fold
-
-    kind, configuration = step
-    if kind not in _TRAINER_OF_STEP:
-        raise InputError(f"--validation-only scores segmentations; {configuration!r} is a {kind} configuration "
-                         "(its validation is locator_validation.json, written at the end of training)")
-    model_folder = paths.results_root() / plans.dataset_name / f"{_TRAINER_OF_STEP[kind]}__{configuration}"
-    validate_fold(model_folder, fold, device)  # prints its one-line result and writes validation/summary.json
-    return 0
 
 
 if __name__ == "__main__":

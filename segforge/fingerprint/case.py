@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from segforge.io import Geometry
-from segforge.preprocessing.cropping import box_shape, mask_bbox, nonzero_bbox
+from segforge.fingerprint.cropping import box_shape, mask_bbox, nonzero_bbox
 
 __all__ = [
     "INTENSITY_KEYS",

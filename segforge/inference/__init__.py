@@ -5,14 +5,15 @@ from segforge.inference.gaussian import gaussian_importance_map
 from segforge.inference.inputs import InputCase, discover_cases
 from segforge.inference.model import ModelFolder, resolve_model_folder
 from segforge.inference.pipeline import predict_cases
-from segforge.inference.predictor import Predictor, create_predictor
+from segforge.inference.predictor import Predictor
+from segforge.inference.registry import PREDICTORS, create_predictor
 from segforge.inference.sliding_window import sliding_window_logits, sliding_window_predict
-from segforge.inference.validation import validate_fold
 
 __all__ = [
     "InputCase",
     "ModelFolder",
     "Prediction",
+    "PREDICTORS",
     "Predictor",
     "create_predictor",
     "discover_cases",
@@ -23,5 +24,4 @@ __all__ = [
     "resolve_model_folder",
     "sliding_window_logits",
     "sliding_window_predict",
-    "validate_fold",
 ]

@@ -18,7 +18,8 @@ import numpy as np
 from segforge.errors import InputError
 from segforge.inference.inputs import discover_cases, read_case
 from segforge.inference.model import ModelFolder, resolve_model_folder
-from segforge.inference.predictor import Predictor, create_predictor
+from segforge.inference.predictor import Predictor
+from segforge.inference.registry import create_predictor
 from segforge.io.geometry import Geometry
 
 __all__ = ["Prediction", "predict", "load_predictor"]

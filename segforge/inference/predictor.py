@@ -6,10 +6,9 @@
 2. ``predict_preprocessed``: sliding window with mirroring, softmax, mean over folds;
 3. ``restore``: back onto the input's grid, then argmax.
 
-Step 2 is the seam for the cascade: ``segforge/cascade/predictor.py`` may define a
-``CascadePredictor(Predictor)`` that overrides ``predict_preprocessed`` with
-locate -> crop -> segment -> paste; :func:`create_predictor` picks it for configurations
-with ``cascade`` settings.
+Step 2 is the seam for the cascade: :class:`~segforge.inference.cascade_predictor.CascadePredictor`
+overrides ``predict_preprocessed`` with locate -> crop -> segment -> paste;
+:func:`segforge.inference.registry.create_predictor` picks the predictor a configuration needs.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
 from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
 from segforge.io.geometry import Geometry
 
-__all__ = ["FAST_MODE", "Predictor", "create_predictor", "pick_device"]
+__all__ = ["FAST_MODE", "Predictor", "pick_device"]
 
 # network inputs (windows x mirror flips) per forward pass: (2D, 3D) on a GPU and on a CPU;
 # on the CPU a pass of one 3D window costs 4-5x a window of a larger pass (docs/prediction.md)
@@ -233,21 +232,3 @@ class Predictor:
         needed = accumulation_bytes(data_shape, self.num_classes) + 4 * self.num_classes * int(np.prod(data_shape[1:]))
         free, _ = torch.cuda.mem_get_info(self.device)
         return self.device if needed < _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
-
-
-def create_predictor(model_folder, **kwargs) -> Predictor:
-    """A :class:`Predictor`, or the cascade's predictor for a configuration with ``cascade`` settings."""
-    model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
-    if model.configuration.cascade is None:
-        return Predictor(model, **kwargs)
-    if kwargs.pop("backend", "torch") != "torch":
-        raise InputError("cascade models run with --backend torch only (they cannot be exported yet)", model.path)
-    try:
-        from segforge.cascade.predictor import CascadePredictor
-    except ImportError:
-        raise InputError(f"configuration {model.configuration.name!r} is a cascade, and cascade prediction is not "
-                         "available in this installation", model.path) from None
-    speed = {k: kwargs.pop(k) for k in ("mirror_axes", "bf16") if k in kwargs}
-    predictor = CascadePredictor(model, **kwargs)
-    predictor.set_speed(kwargs.get("tta", True), **speed)
-    return predictor

@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from segforge.errors import InputError
+from segforge.io.itk_messages import first_line
 
 __all__ = ["is_dicom_folder", "list_dicom_series", "read_series_image", "pick_dicom_series", "dicom_series_files",
            "check_slice_positions"]
@@ -46,8 +47,6 @@ def read_series_image(folder: str | os.PathLike, series_uid: str | Sequence[str]
     Raises :class:`InputError` naming the folder for no series, several series without a
     choice, irregular slice positions, or an unreadable series.
     """
-    from segforge.io.image import first_line
-
     folder = Path(folder)
     files = dicom_series_files(folder, pick_dicom_series(folder, series_uid))
     check_slice_positions(files, folder)

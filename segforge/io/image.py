@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from segforge.errors import InputError
 from segforge.io.atomic import TMP_PREFIX, WriteError, describe_os_error, temporary_path
 from segforge.io.dicom import dicom_series_files, is_dicom_folder, list_dicom_series, pick_dicom_series, read_series_image
+from segforge.io.itk_messages import first_line
 from segforge.io.geometry import Geometry
 from segforge.io.integrity import FileCheck, check_image_file
 
@@ -317,12 +318,3 @@ def _read_nifti_with_nibabel(path: Path, sitk_error: Exception, strict: bool = T
     geometry = Geometry(tuple(spacing_xyz[::-1]), tuple(origin), tuple(direction.ravel()), array.shape)
     _check_geometry_values(geometry, path)
     return array, geometry
-
-
-def first_line(exc: Exception, path: Path | None = None) -> str:
-    """The line of a (multi-line) SimpleITK/ITK error that says what went wrong, with the path shortened."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK messages start with a file/line location; the last line says what went wrong
-    text = lines[-1][:200] if lines else type(exc).__name__
-    # the message is prefixed with the path already; inside it the file name is enough
-    return text.replace(str(path), Path(path).name) if path is not None else text

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segforge.networks.registry import look_up
+from segforge.registry import look_up
 
 __all__ = ["InstanceNorm2d", "InstanceNorm3d", "NORMS", "NONLINS", "conv_class", "transposed_conv_class", "make_norm", "make_nonlin", "ConvNormAct", "PlainStage",
            "ResidualBlock", "ResidualStage", "STAGES"]

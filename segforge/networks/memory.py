@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segforge.planning.plans import NetworkTopology
+from segforge.networks.topology import NetworkTopology
 
 __all__ = ["feature_map_elements", "training_memory_bytes", "inference_memory_bytes"]
 

@@ -7,17 +7,18 @@ Unknown names answer with the closest registered ones.
 
 from __future__ import annotations
 
-import difflib
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, TypeVar
 
 from segforge.errors import InputError
+from segforge.networks.unet import UNet
+from segforge.registry import look_up
 
 __all__ = ["NETWORKS", "register_network", "look_up", "build_network", "check_buildable"]
 
 T = TypeVar("T")
 
 # name -> constructor(topology, dims, in_channels, num_classes) -> nn.Module
-NETWORKS: dict[str, Callable] = {}
+NETWORKS: dict[str, Callable] = {"unet": UNet}
 
 
 def register_network(name: str) -> Callable[[T], T]:
@@ -30,15 +31,6 @@ def register_network(name: str) -> Callable[[T], T]:
         return constructor
 
     return add
-
-
-def look_up(name: str, options: Mapping[str, T], what: str) -> T:
-    """``options[name]``, or an :class:`InputError` naming the closest options ("did you mean ...")."""
-    if name in options:
-        return options[name]
-    close = difflib.get_close_matches(str(name), list(options), n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    raise InputError(f"unknown {what} {name!r}; {hint}known: {', '.join(sorted(options))}")
 
 
 def build_network(configuration, in_channels: int, num_classes: int, name: str = "unet"):

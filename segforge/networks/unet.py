@@ -1,4 +1,4 @@
-"""The dynamic U-Net built from a :class:`~segforge.planning.plans.NetworkTopology`.
+"""The dynamic U-Net built from a :class:`~segforge.networks.topology.NetworkTopology`.
 
 Encoder contract (stated once; the decoder is derived from it): stage ``s`` outputs
 ``features_per_stage[s]`` channels at the input shape divided by ``prod(strides[:s+1])``
@@ -25,8 +25,8 @@ from torch import nn
 
 from segforge.networks.attention import AttentionGate
 from segforge.networks.blocks import NONLINS, STAGES, PlainStage, conv_class, transposed_conv_class
-from segforge.networks.registry import look_up, register_network
-from segforge.planning.plans import NetworkTopology
+from segforge.networks.topology import NetworkTopology
+from segforge.registry import look_up
 
 __all__ = ["UNet", "deep_supervision_scales", "per_stage"]
 
@@ -64,7 +64,6 @@ def deep_supervision_scales(topology: NetworkTopology) -> list[list[int]]:
     return [[int(f) for f in cumulative[i]] for i in range(n_outputs)]
 
 
-@register_network("unet")
 class UNet(nn.Module):
     """``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits (a list in training with deep supervision).
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segforge.networks.memory import training_memory_bytes
-from segforge.planning.plans import NetworkTopology
+from segforge.networks.topology import NetworkTopology
 from segforge.planning.topology_rule import (
     PATCH_MULTIPLE,
     describe_topology,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from segforge.errors import InputError
 from segforge.io.atomic import write_json_atomic
+from segforge.networks.topology import NetworkTopology  # the network owns its shape; plans hold one
 
 __all__ = [
     "NetworkTopology",
@@ -33,33 +34,6 @@ __all__ = [
 ]
 
 PLANS_FORMAT = 1
-
-
-@dataclass
-class NetworkTopology:
-    """A U-Net's shape. ``strides[0]`` is all ones; one kernel and stride per stage and axis."""
-
-    features_per_stage: list[int]
-    kernel_sizes: list[list[int]]
-    strides: list[list[int]]
-    n_conv_per_stage: int = 2
-    norm: str = "instance"
-    nonlin: str = "leaky_relu"
-    block: str = "plain"  # "plain" or "residual" (residual encoder blocks)
-    attention_gates: bool = False
-    deep_supervision: bool = True
-
-    @property
-    def n_stages(self) -> int:
-        return len(self.features_per_stage)
-
-    def __post_init__(self):
-        n = len(self.features_per_stage)
-        if len(self.kernel_sizes) != n or len(self.strides) != n:
-            raise ValueError(
-                f"NetworkTopology needs one kernel size and one stride per stage: {n} stages, "
-                f"{len(self.kernel_sizes)} kernel sizes, {len(self.strides)} strides"
-            )
 
 
 @dataclass

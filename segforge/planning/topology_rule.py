@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from segforge.planning.plans import NetworkTopology
+from segforge.networks.topology import NetworkTopology
 
 __all__ = [
     "MIN_FEATURE_MAP",

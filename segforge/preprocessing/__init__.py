@@ -1,7 +1,8 @@
 """Preprocessing: crop to non-zero, resample, normalise; the inverse mapping for prediction.
 
-Names are imported on first use (PEP 562), so a worker that needs only ``cropping``
-(the fingerprint) does not pay for importing torch.
+Names are imported on first use (PEP 562), so a worker that needs only one of them does
+not pay for importing the others (torch among them). Cropping to the non-zero region is
+measured by the fingerprint and lives there (:mod:`segforge.fingerprint.cropping`).
 """
 
 from importlib import import_module

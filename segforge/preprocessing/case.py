@@ -17,7 +17,7 @@ from scipy import ndimage
 from segforge.errors import InputError
 from segforge.io.geometry import Geometry
 from segforge.planning.plans import Configuration
-from segforge.preprocessing.cropping import crop_to_box, nonzero_bbox, nonzero_mask
+from segforge.fingerprint.cropping import crop_to_box, nonzero_bbox, nonzero_mask
 from segforge.preprocessing.inverse import original_to_preprocessed_index
 from segforge.preprocessing.normalization import normalize_image
 from segforge.preprocessing.resampling import resample_image, resample_label, resampled_shape

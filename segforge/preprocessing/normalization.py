@@ -70,7 +70,7 @@ def normalize_channel(x: np.ndarray, settings: ChannelNormalization, mask: np.nd
 
     ``mask (z, y, x)`` bool is the non-zero region for ``"zscore_nonzero"`` (default:
     ``x != 0``; preprocessing passes the hole-filled mask of all channels, see
-    :func:`segforge.preprocessing.cropping.nonzero_mask`); the other schemes ignore it.
+    :func:`segforge.fingerprint.cropping.nonzero_mask`); the other schemes ignore it.
     """
     scheme = NORMALIZATION_SCHEMES.get(settings.scheme)
     if scheme is None:

@@ -42,7 +42,6 @@ class TrainingOptions:
     progress_bar: bool = True
     tensorboard: bool = False
     val_plot_every: int = 5  # epochs between val_pred.png / val_truth.png updates (and at the end)
-    validate_after_training: bool = True
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
 
     def __post_init__(self):

@@ -258,7 +258,10 @@ class SegmentationTrainer:
         return (loss_sum / n).item(), [float(d) for d in dice], example
 
     def run(self, resume: bool = False) -> Path:
-        """Train (or resume from ``checkpoint_latest.pt``), validate the fold; returns the fold folder."""
+        """Train (or resume from ``checkpoint_latest.pt``); returns the fold folder.
+
+        Predicting and scoring the fold's validation cases comes after, from the train
+        workflow (:mod:`segforge.workflows.train`): the trainer does not run the predictor."""
         self.initialize()
         self.output_folder.mkdir(parents=True, exist_ok=True)
         latest = self.output_folder / "checkpoint_latest.pt"
@@ -299,8 +302,6 @@ class SegmentationTrainer:
             self.train_loader.close()
             self.val_loader.close()
             reporter.close()
-        if o.validate_after_training:
-            self.run_fold_validation()
         return self.output_folder
 
     def _end_epoch(self, epoch, train_loss, val_loss, dice, lr, seconds, its, reporter, example) -> None:
@@ -379,16 +380,3 @@ class SegmentationTrainer:
         write_json(self.output_folder / "training_options.json",
                    {"trainer": self.name, "configuration": self.configuration.name, "fold": str(self.fold),
                     "device": str(self.device), "num_workers": self.num_workers, **self.options.to_dict()})
-
-    def run_fold_validation(self) -> dict | None:
-        """Predict and score the fold's validation cases with the inference package, when it is there."""
-        try:
-            from segforge.inference.validation import validate_fold
-        except ModuleNotFoundError as exc:
-            self.log(f"fold validation skipped: {exc}")
-            return None
-        try:
-            return validate_fold(self.model_folder, self.fold, str(self.device))
-        except InputError as exc:
-            self.log(f"fold validation skipped: {exc}")
-            return None

@@ -19,10 +19,8 @@ SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py",
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    for name, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        env[name] = str(tmp_path / "unused" / sub)  # the scripts set their own under --workdir
-    env["OMP_NUM_THREADS"] = "1"
+    # the test's own SEGFORGE_* folders (tests/conftest.py); the scripts set their own under --workdir
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

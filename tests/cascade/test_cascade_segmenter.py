@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from segforge.cascade.cascade_segmenter import CascadePatchSampler, CascadeSegmentationTrainer, crop_jitter
+from segforge.training.cascade_segmenter import CascadePatchSampler, CascadeSegmentationTrainer, crop_jitter
 from segforge.cascade.grids import case_centroid_voxel
 from segforge.data import CaseStore
 from segforge.training.options import TrainingOptions
@@ -13,17 +13,15 @@ from .fixtures import make_cascade_dataset
 
 
 @pytest.fixture
-def dataset(tmp_path, monkeypatch):
+def dataset(tmp_path):
     torch.set_num_threads(1)
-    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    plans = make_cascade_dataset(tmp_path / "pre", n_cases=6)
+    plans = make_cascade_dataset(tmp_path / "preprocessed", n_cases=6)
     return tmp_path, plans
 
 
 def test_patches_stay_in_the_crop_around_the_centroid(dataset):
     root, plans = dataset
-    folder = root / "pre" / plans.dataset_name / "cascade_fullres"
+    folder = root / "preprocessed" / plans.dataset_name / "cascade_fullres"
     store = CaseStore(folder)
     cases = ["case_000", "case_001", "case_002"]
     sampler = CascadePatchSampler(store, cases, [16, 16, 16], 2, [24, 24, 24], [0.0, 0.0, 0.0])
@@ -48,7 +46,7 @@ def test_jitter_comes_from_the_locator_when_measured(dataset):
     planned = crop_jitter(plans, config, 0)
     assert planned["source"].startswith("plans")
     np.testing.assert_allclose(planned["std_zyx_mm"], [2.0 / np.sqrt(3)] * 3)
-    fold = root / "res" / plans.dataset_name / "LocatorTrainer__locator" / "fold_0"
+    fold = root / "results" / plans.dataset_name / "LocatorTrainer__locator" / "fold_0"
     fold.mkdir(parents=True)
     (fold / "locator_validation.json").write_text(json.dumps({"centroid_error": {"rms_zyx_mm": [1.0, 2.0, 3.0]}}))
     measured = crop_jitter(plans, config, 0)
@@ -61,8 +59,7 @@ def test_jitter_comes_from_the_locator_when_measured(dataset):
 
 def test_short_training_run(dataset):
     root, plans = dataset
-    options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, num_workers=0, progress_bar=False,
-                              validate_after_training=False)
+    options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, num_workers=0, progress_bar=False)
     out = CascadeSegmentationTrainer(plans, "cascade_fullres", 0, device="cpu", options=options, log=lambda m: None).run()
     assert out.parent.name == "CascadeSegmentationTrainer__cascade_fullres"
     assert (out / "checkpoint_final.pt").is_file()

@@ -7,10 +7,8 @@ from .fixtures import make_cascade_dataset
 
 
 @pytest.fixture
-def dataset(tmp_path, monkeypatch):
-    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    return make_cascade_dataset(tmp_path / "pre", n_cases=4)
+def dataset(tmp_path):
+    return make_cascade_dataset(tmp_path / "preprocessed", n_cases=4)
 
 
 def test_cascade_trains_locator_then_segmenter(dataset):

@@ -8,17 +8,15 @@ import torch
 
 from segforge.cascade.heatmaps import gaussian_heatmap
 from segforge.cascade.locator_data import apply_augmentation, draw_augmentation, locator_canvas, place_on_canvas
-from segforge.cascade.locator_trainer import LocatorTrainer, relative_heatmap_mse
+from segforge.training.locator_trainer import LocatorTrainer, relative_heatmap_mse
 
 from .fixtures import make_cascade_dataset, tiny_plans
 
 
 @pytest.fixture
-def dataset(tmp_path, monkeypatch):
+def dataset(tmp_path):
     torch.set_num_threads(1)
-    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    make_cascade_dataset(tmp_path / "pre", n_cases=6)
+    make_cascade_dataset(tmp_path / "preprocessed", n_cases=6)
     return tmp_path
 
 
@@ -75,7 +73,7 @@ def test_relative_mse_is_one_for_the_empty_answer():
 
 def test_short_run_writes_results_and_resumes(dataset):
     LocatorTrainer(950, 0, epochs=1, iters_per_epoch=1, plots=False, log=lambda m: None).run()
-    fold = dataset / "res" / "Dataset950_CascadeTiny" / "LocatorTrainer__locator" / "fold_0"
+    fold = dataset / "results" / "Dataset950_CascadeTiny" / "LocatorTrainer__locator" / "fold_0"
     for name in ("checkpoint_latest.pt", "checkpoint_final.pt", "log.csv", "locator_validation.json"):
         assert (fold / name).is_file(), name
     assert (fold.parent / "plans.json").is_file()
@@ -106,17 +104,15 @@ def test_tiny_locator_finds_the_ball(dataset):
     result = LocatorTrainer(950, 0, epochs=4, iters_per_epoch=8, plots=True).run()
     err = result["centroid_error"]
     assert err["median_mm"] < 3 * 2.0, err  # under 3 locator voxels (2 mm)
-    fold = dataset / "res" / "Dataset950_CascadeTiny" / "LocatorTrainer__locator" / "fold_0"
+    fold = dataset / "results" / "Dataset950_CascadeTiny" / "LocatorTrainer__locator" / "fold_0"
     assert (fold / "heatmap_sigma_4.00.png").is_file()
     assert (fold / "losses.png").is_file() and (fold / "metrics.png").is_file()
     assert list(fold.glob("val_locator_*.png"))
 
 
-def test_kl_loss_and_per_class_targets_run(tmp_path, monkeypatch):
+def test_kl_loss_and_per_class_targets_run(tmp_path):
     torch.set_num_threads(1)
-    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    make_cascade_dataset(tmp_path / "pre", n_cases=4, loss="kl", target="per_class")
+    make_cascade_dataset(tmp_path / "preprocessed", n_cases=4, loss="kl", target="per_class")
     trainer = LocatorTrainer(950, 0, epochs=1, iters_per_epoch=1, plots=False, log=lambda m: None)
     result = trainer.run()
     assert trainer.n_heatmaps == 1  # one foreground class

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from segforge.cascade.heatmaps import gaussian_heatmap
-from segforge.cascade.predictor import CascadePredictor
-from segforge.inference.predictor import create_predictor
+from segforge.inference.cascade_predictor import CascadePredictor
+from segforge.inference.registry import create_predictor
 from segforge.io.geometry import Geometry
 from segforge.networks import build_network
 
@@ -54,8 +54,8 @@ def _save_model_folder(root, plans, trainer, configuration, n_out):
 def model(tmp_path):
     torch.set_num_threads(1)
     plans = tiny_plans(crop=(16, 24, 32))
-    _save_model_folder(tmp_path, plans, "LocatorTrainer", "locator", 1)
-    return _save_model_folder(tmp_path, plans, "CascadeSegmentationTrainer", "cascade_fullres", 2)
+    _save_model_folder(tmp_path / "results", plans, "LocatorTrainer", "locator", 1)
+    return _save_model_folder(tmp_path / "results", plans, "CascadeSegmentationTrainer", "cascade_fullres", 2)
 
 
 def test_create_predictor_picks_the_cascade_and_output_is_on_the_input_grid(model):
@@ -114,7 +114,6 @@ def test_segforge_predict_save_locator(model, tmp_path, monkeypatch, capsys):
     from segforge.cli.predict import main
     from segforge.io.image import read_image, write_image
 
-    monkeypatch.setenv("SEGFORGE_RESULTS", str(tmp_path))
     geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel(), (40, 48, 56))
     (tmp_path / "in").mkdir()
     write_image(np.random.default_rng(2).normal(size=geometry.shape).astype(np.float32), geometry,

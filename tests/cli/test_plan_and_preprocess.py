@@ -7,16 +7,9 @@ import json
 import pytest
 
 from segforge.cli.plan_and_preprocess import main
-from segforge.planning import experiment
 from segforge.planning.plans import Plans
 from segforge.synthetic import make_synthetic_dataset
-
-
-@pytest.fixture
-def folders(tmp_path, monkeypatch):
-    for name, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    return tmp_path
+from segforge.workflows import plan_and_preprocess as experiment
 
 
 def _errors(capsys) -> list[str]:
@@ -71,11 +64,11 @@ def test_plan_only_writes_plans_with_overrides(folders, capsys, monkeypatch):
     code = main(["-d", "904", "-np", "1", "--plan-only", "--patch-size", "16", "32", "32", "--batch-size", "3",
                  "--default-configuration", "2d", "--gpu-memory-gb", "0.5"])
     assert code == 0, capsys.readouterr().err
-    plans = Plans.load(folders / "pre" / "Dataset904_Tiny" / "plans.json")
+    plans = Plans.load(folders / "preprocessed" / "Dataset904_Tiny" / "plans.json")
     c = plans.configuration("3d_fullres")
     assert c.patch_size == [16, 32, 32] and c.batch_size == 3 and c.why["patch_size"] == "user override"
     assert plans.default_configuration == "2d" and plans.gpu_memory_gb == 0.5
-    assert not (folders / "pre" / "Dataset904_Tiny" / "2d").exists()
+    assert not (folders / "preprocessed" / "Dataset904_Tiny" / "2d").exists()
 
 
 @pytest.mark.slow
@@ -85,7 +78,7 @@ def test_synthetic_organs_end_to_end(folders, capsys):
     make_synthetic_dataset(905, "Organs", kind="organs", num_train=3, num_test=0, shape=(20, 40, 40),
                            raw_root=folders / "raw")
     assert main(["-d", "905", "-np", "1", "--gpu-memory-gb", "0.5"]) == 0, capsys.readouterr().err
-    out = folders / "pre" / "Dataset905_Organs"
+    out = folders / "preprocessed" / "Dataset905_Organs"
     plans = Plans.load(out / "plans.json")
     assert (out / "fingerprint.json").is_file() and (out / "dataset.json").is_file()
     for name in experiment.configurations_to_preprocess(plans):
@@ -103,7 +96,7 @@ def test_forced_cascade_preprocesses_locator_and_segmenter(folders, capsys):
                            raw_root=folders / "raw")
     code = main(["-d", "906", "-np", "1", "--gpu-memory-gb", "0.5", "--default-configuration", "cascade_fullres"])
     assert code == 0, capsys.readouterr().err
-    out = folders / "pre" / "Dataset906_Small"
+    out = folders / "preprocessed" / "Dataset906_Small"
     plans = Plans.load(out / "plans.json")
     assert plans.default_configuration == "cascade_fullres"
     for name in ("locator", "cascade_fullres"):

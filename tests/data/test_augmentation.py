@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from fake_preprocessed import write_fake_dataset
+from helpers.fake_preprocessed import write_fake_dataset
 from segforge.data.augmentation import (
     AugmentationSettings,
     is_anisotropic,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fake_preprocessed import write_fake_dataset
+from helpers.fake_preprocessed import write_fake_dataset
 from segforge.data.patch_sampler import CaseStore, PatchSampler, list_preprocessed_cases, read_region
 from segforge.errors import InputError
 

@@ -1,17 +1,14 @@
 """DICOM round trip: --series-uid picks a series; --output-format dicom-seg writes a DICOM-SEG on the input's grid."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inference_fixtures import blob_image
+from helpers.dicom_writer import write_dicom_series
+from helpers.inference_fixtures import blob_image
 from segforge.cli.predict import main as predict_main
 from segforge.io.image import dicom_series_files, read_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_writer import write_dicom_series  # noqa: E402
 
 hd = pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")
@@ -82,7 +79,7 @@ def test_predict_series_uid_and_dicom_seg_match_the_nifti_output(folders, model_
 
 
 def test_dicom_seg_of_a_nifti_input_is_refused_by_name(folders, model_folder, capsys):
-    from inference_fixtures import write_case
+    from helpers.inference_fixtures import write_case
 
     images = folders / "images"
     images.mkdir()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inference_fixtures import write_case
+from helpers.inference_fixtures import write_case
 from segforge.errors import InputError
 from segforge.inference.inputs import check_output_folder, discover_cases, output_file, read_case
 

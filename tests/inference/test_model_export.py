@@ -13,7 +13,7 @@ from segforge.inference.model import ModelFolder
 from segforge.inference.model_export import export_model
 from segforge.io.image import read_image, write_image
 
-from inference_fixtures import blob_image, odd_geometry, tiny_plans, write_model_folder
+from helpers.inference_fixtures import blob_image, odd_geometry, tiny_plans, write_model_folder
 
 pytestmark = pytest.mark.slow  # the ONNX export of two folds takes 10-60 s
 

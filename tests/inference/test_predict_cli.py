@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference_fixtures import blob_image, odd_geometry, write_case
+from helpers.inference_fixtures import blob_image, odd_geometry, write_case
 from segforge.cli.predict import main
 from segforge.io.image import read_image
 

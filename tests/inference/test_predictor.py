@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_fixtures import odd_geometry, tiny_plans, write_case, write_model_folder
+from helpers.inference_fixtures import odd_geometry, tiny_plans, write_case, write_model_folder
 import segforge
 from segforge.errors import InputError
 from segforge.inference.model import ModelFolder, load_checkpoint

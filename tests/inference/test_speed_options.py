@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_fixtures import blob_image, odd_geometry, write_case
+from helpers.inference_fixtures import blob_image, odd_geometry, write_case
 from segforge.cli.predict import main, speed_options
 from segforge.errors import InputError
 from segforge.inference.predictor import FAST_MODE, Predictor

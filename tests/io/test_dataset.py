@@ -30,9 +30,8 @@ def make_raw(root, cases=("a", "b"), channels=1, test=("t",), ending=".nii.gz", 
     return root
 
 
-def test_open_by_path_id_and_name(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path))
-    root = make_raw(tmp_path / "Dataset901_Tiny", channels=2)
+def test_open_by_path_id_and_name(folders):
+    root = make_raw(folders / "raw" / "Dataset901_Tiny", channels=2)
     for key in (901, "901", "Dataset901_Tiny", root, str(root)):
         ds = RawDataset.open(key)
         assert ds.root == root and ds.name == "Dataset901_Tiny"
@@ -77,13 +76,13 @@ def test_case_names_with_digits_and_stray_files(tmp_path):
     assert "notes.txt" not in stray
 
 
-def test_missing_folder_and_json_are_clear_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path))
+def test_missing_folder_and_json_are_clear_errors(folders):
+    tmp_path = folders / "raw"
     with pytest.raises(InputError, match="no dataset with id 905"):
         RawDataset.open(905)
     with pytest.raises(InputError, match="dataset folder not found"):
         RawDataset.open(tmp_path / "nope")
-    (tmp_path / "Dataset904_Empty").mkdir()
+    (tmp_path / "Dataset904_Empty").mkdir(parents=True)
     with pytest.raises(InputError, match=r"Dataset904_Empty/dataset.json: dataset.json not found"):
         RawDataset.open(904)
     (tmp_path / "Dataset904_Empty" / "dataset.json").write_text("{not json")

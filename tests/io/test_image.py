@@ -8,7 +8,7 @@ from segforge.errors import InputError
 from segforge.io import Geometry, read_image, read_multichannel, split_ending, write_image
 from segforge.io import image as image_module
 
-from dicom_writer import write_dicom_series  # tests/io/dicom_writer.py
+from helpers.dicom_writer import write_dicom_series
 
 SHAPE = (8, 10, 12)  # (z, y, x)
 SPACING = (2.5, 0.8, 0.7)  # anisotropic, (z, y, x)

@@ -14,7 +14,7 @@ from segforge.io import Geometry, RawDataset, read_image, verify_dataset, verify
 from segforge.io.importer import assign_split, import_plain_dataset, parse_split_fractions
 from segforge.io.plain_layout import match_key
 
-from dicom_writer import write_dicom_series  # tests/io/dicom_writer.py
+from helpers.dicom_writer import write_dicom_series
 
 SHAPE = (8, 10, 12)
 
@@ -47,9 +47,8 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture
-def raw(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
-    return tmp_path / "raw"
+def raw(folders):
+    return folders / "raw"  # SEGFORGE_RAW of the test (tests/conftest.py)
 
 
 def run_cli(capsys, *args):

@@ -10,7 +10,7 @@ from segforge.errors import InputError
 from segforge.io import Geometry, read_image, write_image
 from segforge.io.image import read_geometry, read_label
 
-from dicom_writer import write_dicom_series  # tests/io/dicom_writer.py
+from helpers.dicom_writer import write_dicom_series
 
 SHAPE = (20, 24, 28)
 

@@ -54,14 +54,12 @@ def _plans(**changes) -> Plans:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
-    monkeypatch.setenv("SEGFORGE_PREPROCESSED", str(tmp_path / "pre"))
-    return tmp_path
+def env(folders):
+    return folders
 
 
 def _out(env):
-    return env / "pre" / DATASET / "3d_fullres"
+    return env / "preprocessed" / DATASET / "3d_fullres"
 
 
 def _mtimes(folder):

@@ -1,27 +1,26 @@
-"""Fixtures of the reliability tests: temporary SEGFORGE_* folders, a tiny model, tiny datasets."""
+"""Fixtures of the reliability tests: the SEGFORGE_* folders made, a tiny model, tiny datasets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import harness  # noqa: F401  (puts tests/inference and tests/data on sys.path)
-from inference_fixtures import tiny_plans, write_case, write_model_folder
+from helpers.inference_fixtures import tiny_plans, write_case, write_model_folder
 
 
 @pytest.fixture
-def folders(tmp_path, monkeypatch):
-    for name, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / sub))
+def folders(folders):
+    """The test's SEGFORGE_* folders (tests/conftest.py: raw, preprocessed, results), made."""
+    for sub in ("raw", "preprocessed", "results"):
+        (folders / sub).mkdir()
     torch.set_num_threads(1)
-    return tmp_path
+    return folders
 
 
 @pytest.fixture
 def model(folders):
     """A tiny untrained model (dataset 987) in the real checkpoint format."""
-    return write_model_folder(folders / "res", tiny_plans())
+    return write_model_folder(folders / "results", tiny_plans())
 
 
 @pytest.fixture

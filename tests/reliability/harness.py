@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "inference"))
-sys.path.insert(0, str(ROOT / "tests" / "data"))
 
 COMMANDS = {
     "plan": ("segforge_plan_and_preprocess", "segforge.cli.plan_and_preprocess"),

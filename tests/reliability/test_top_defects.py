@@ -43,14 +43,14 @@ print("REPORT " + json.dumps(report))
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs root and unshare to mount a private 12 KB tmpfs")
 def test_1_disk_full_during_prediction_fails_the_cases_and_continue_redoes_them(folders, model, tmp_path):
-    from inference_fixtures import write_case
+    from helpers.inference_fixtures import write_case
 
     inp = tmp_path / "many"
     for i in range(8):
         write_case(inp, f"case_{i}")
     out = tmp_path / "full"
-    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"),
-                                               ("SEGFORGE_RESULTS", "res"))}
+    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "preprocessed"),
+                                               ("SEGFORGE_RESULTS", "results"))}
     done = run_on_small_disk(out, "12k", DISK_FULL_SCRIPT.format(out=out, inp=inp), env)
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     report = json.loads(next(ln for ln in done.stdout.splitlines() if ln.startswith("REPORT "))[7:])
@@ -128,5 +128,5 @@ def test_5_a_patch_too_large_is_refused_with_the_estimate_before_anything_is_all
     make_synthetic_dataset(963, "Big", num_train=2, num_test=0, shape=(12, 24, 24), raw_root=folders / "raw")
     answer = run("plan", ["-d", "963", "-np", "1", "--plan-only", "--patch-size", "1024", "1024", "1024"])
     assert_refused(answer, 2, None, r"patch 1024x1024x1024 at batch \d+ needs about [\d.]+ GB .*budget is [\d.]+ GB")
-    assert not (folders / "pre" / "Dataset963_Big" / "plans.json").exists()
+    assert not (folders / "preprocessed" / "Dataset963_Big" / "plans.json").exists()
     assert line

@@ -2,27 +2,24 @@
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from fake_preprocessed import make_plans, write_fake_dataset  # noqa: E402
+from helpers.fake_preprocessed import make_plans, write_fake_dataset
 
-from segforge.data.augmentation import AugmentationSettings  # noqa: E402
-from segforge.training.options import TrainingOptions  # noqa: E402
-from segforge.training.trainer import SegmentationTrainer  # noqa: E402
+from segforge.data.augmentation import AugmentationSettings
+from segforge.training.options import TrainingOptions
+from segforge.training.trainer import SegmentationTrainer
 
 NO_AUGMENTATION = AugmentationSettings(p_rotation=0, p_scale=0, p_elastic=0, p_noise=0, p_blur=0, p_brightness=0,
                                        p_contrast=0, p_low_resolution=0, p_gamma=0, p_gamma_inverted=0)
 
 
 def options(**kw):
-    base = dict(epochs=2, iters_per_epoch=3, val_iters=2, num_workers=0, cpu_threads=1, progress_bar=False,
-                validate_after_training=False)
+    base = dict(epochs=2, iters_per_epoch=3, val_iters=2, num_workers=0, cpu_threads=1, progress_bar=False)
     base.update(kw)
     return TrainingOptions(**base)
 

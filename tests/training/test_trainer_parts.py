@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from fake_preprocessed import make_plans  # noqa: E402
+from helpers.fake_preprocessed import make_plans
 
-from segforge.cli import train as train_cli  # noqa: E402
-from segforge.errors import InputError  # noqa: E402
-from segforge.planning.plans import CascadeSettings, LocatorSettings  # noqa: E402
-from segforge.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: E402
-from segforge.training.options import TrainingOptions  # noqa: E402
-from segforge.training.progress_log import TrainingLog  # noqa: E402
-from segforge.training.registry import look_up_step, training_steps  # noqa: E402
-from segforge.training.schedule import PolyLRSchedule, build_optimizer  # noqa: E402
+from segforge.cli import train as train_cli
+from segforge.errors import InputError
+from segforge.planning.plans import CascadeSettings, LocatorSettings
+from segforge.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from segforge.training.options import TrainingOptions
+from segforge.training.progress_log import TrainingLog
+from segforge.training.registry import look_up_step, training_steps
+from segforge.training.schedule import PolyLRSchedule, build_optimizer
 
 
 def test_poly_schedule_values_and_resume():
@@ -101,8 +100,10 @@ def test_training_steps_by_configuration_kind():
                                                                   cascade=CascadeSettings(crop_size=[16, 32, 32]))
     assert training_steps(plans, "cascade_fullres") == [("locator", "locator"), ("cascade_segmenter", "cascade_fullres")]
     assert callable(look_up_step("segmentation"))
-    with pytest.raises(InputError, match="no trainer is registered"):
+    with pytest.raises(InputError, match="unknown training step 'no_such_step'"):
         look_up_step("no_such_step")
+    with pytest.raises(InputError, match="did you mean 'segmentation'"):
+        look_up_step("segmentaton")
 
 
 def test_options_are_checked():
@@ -112,13 +113,10 @@ def test_options_are_checked():
         TrainingOptions(max_minutes=-1)
 
 
-def test_cli_answers_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SEGFORGE_PREPROCESSED", str(tmp_path / "pre"))
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
-    monkeypatch.setenv("SEGFORGE_RESULTS", str(tmp_path / "results"))
+def test_cli_answers_bad_input_in_one_line(folders, capsys):
     assert train_cli.main(["998", "0"]) == 2
     assert "no dataset with id 998" in capsys.readouterr().err
-    (tmp_path / "pre" / "Dataset998_X").mkdir(parents=True)
+    (folders / "preprocessed" / "Dataset998_X").mkdir(parents=True)
     assert train_cli.main(["998", "x"]) == 2
     assert "fold must be a number" in capsys.readouterr().err
     assert train_cli.main(["998", "0"]) == 2

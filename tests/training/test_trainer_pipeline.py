@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from segforge.cli import train as train_cli
-from segforge.planning.experiment import plan_and_preprocess
 from segforge.planning.plans import Plans
 from segforge.synthetic import make_synthetic_dataset
+from segforge.workflows.plan_and_preprocess import plan_and_preprocess
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_train_cli_on_a_preprocessed_synthetic_dataset(tmp_path, monkeypatch, capsys):
-    for var, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "results")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     make_synthetic_dataset(990, "Tiny", kind="organs", num_train=4, num_test=0, shape=(24, 40, 40),
@@ -25,7 +23,7 @@ def test_train_cli_on_a_preprocessed_synthetic_dataset(tmp_path, monkeypatch, ca
     # a narrower network than planned keeps the CPU test short; preprocessing does not depend on it
     conf = plans.configurations[plans.default_configuration]
     conf.network.features_per_stage = [4 * 2**i for i in range(conf.network.n_stages)]
-    plans.save(tmp_path / "pre" / plans.dataset_name / "plans.json")
+    plans.save(tmp_path / "preprocessed" / plans.dataset_name / "plans.json")
 
     rc = train_cli.main(["990", "0", "--epochs", "2", "--iters-per-epoch", "3", "--val-iters", "1",
                          "--num-workers", "1", "--device", "cpu", "--no-progress-bar"])
@@ -38,6 +36,6 @@ def test_train_cli_on_a_preprocessed_synthetic_dataset(tmp_path, monkeypatch, ca
     assert [k for k in rows[0] if k.startswith("dice_")] == [f"dice_{n}" for n in names]
     ckpt = torch.load(fold / "checkpoint_final.pt", weights_only=True)
     assert ckpt["network_state"] and Plans.from_dict(ckpt["plans"]).configurations[conf.name].network.features_per_stage[0] == 4
-    splits = json.loads((tmp_path / "pre" / plans.dataset_name / "splits.json").read_text())
+    splits = json.loads((tmp_path / "preprocessed" / plans.dataset_name / "splits.json").read_text())
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert sorted(c["case"] for c in summary["cases"]) == sorted(splits["folds"][0]["val"])

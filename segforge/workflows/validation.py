@@ -4,7 +4,12 @@
 preprocessed dataset folder), predicts each from its RAW image files with the real
 predictor (same path as ``segforge_predict``: preprocessing, sliding window, mirroring,
 export onto the raw grid), writes the label files to ``fold_K/validation/`` and scores them
-against ``labelsTr`` into ``fold_K/validation/summary.json``.
+against ``labelsTr`` into ``fold_K/validation/summary.json``. For a cascade the summary also
+carries the locator's centroid error on the same fold (``locator_centroid_error``, from the
+locator's ``locator_validation.json``).
+
+It sits above training and inference (it runs a trained model's predictor), so the train
+workflow calls it after training, never the trainer itself.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from typing import Callable
 from segforge import paths
 from segforge.errors import InputError
 from segforge.evaluation.evaluate import evaluate_pairs, save_summary
+from segforge.inference.cascade_predictor import locator_model_folder
 from segforge.inference.inputs import InputCase, output_file
 from segforge.inference.model import ModelFolder
 from segforge.inference.pipeline import predict_cases
-from segforge.inference.predictor import create_predictor
+from segforge.inference.registry import create_predictor
 from segforge.io.dataset import RawDataset
+from segforge.training.locator_trainer import LOCATOR_VALIDATION_FILE
 
 __all__ = ["validate_fold"]
 
@@ -55,7 +62,7 @@ def validate_fold(
         raise InputError(f"validation cases missing from the raw dataset: {', '.join(missing)}", raw.root)
     cases = [InputCase(name, list(raw_cases[name].image_files), raw.file_ending) for name in val]
 
-    out = model.path / f"fold_{fold}" / "validation"
+    out = paths.fold_folder(model.path, fold) / "validation"
     predictor = create_predictor(model, folds=[str(fold)], checkpoint=checkpoint, device=device, tta=tta)
     reports = predict_cases(predictor, cases, out, log=log)
     predicted = {r.name for r in reports if r.status == "done"}
@@ -74,8 +81,26 @@ def validate_fold(
     summary = evaluate_pairs(pairs, labels, tolerance_mm, missing=not_predicted)
     summary.update(fold=str(fold), checkpoint=checkpoint, model_folder=str(model.path),
                    prediction_folder=str(out), reference_folder=str(raw.root / "labelsTr"))
+    if model.configuration.cascade is not None:
+        error = _locator_error(model, fold)
+        if error is not None:
+            summary["locator_centroid_error"] = error
+            if error.get("n"):
+                log(f"fold {fold} locator centroid error: mean {error['mean_mm']:.2f} mm, median "
+                    f"{error['median_mm']:.2f} mm, max {error['max_mm']:.2f} mm ({error['n']} validation cases)")
     save_summary(summary, out / "summary.json")
     fg = summary["foreground_mean"]
     log(f"fold {fold} validation: {len(summary['cases'])} cases, mean foreground Dice {fg['dice']:.4f}, "
         f"HD95 {fg['hd95']:.2f} mm -> {out / 'summary.json'}")
     return summary
+
+
+def _locator_error(model: ModelFolder, fold) -> dict | None:
+    """``centroid_error`` of the cascade's locator on ``fold`` (its ``locator_validation.json``), if written."""
+    path = paths.fold_folder(locator_model_folder(model), fold) / LOCATOR_VALIDATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["centroid_error"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError("locator_validation.json is not valid; train the locator again", path) from None

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import numpy as np
 
 from segforge import paths
 from segforge.cascade.crop import crop_box_around
 from segforge.cascade.grids import case_centroid_voxel
-from segforge.cascade.locator_trainer import LOCATOR_VALIDATION_FILE, LocatorTrainer
+from segforge.training.locator_trainer import LOCATOR_VALIDATION_FILE, LocatorTrainer
 from segforge.data import PatchSampler, sample_region_size
 from segforge.errors import InputError
 from segforge.planning.plans import Configuration, Plans
@@ -132,23 +130,3 @@ class CascadeSegmentationTrainer(SegmentationTrainer):
 
     def build_validation_sampler(self) -> PatchSampler:
         return self._sampler(self.val_cases)
-
-    def run_fold_validation(self) -> dict | None:
-        """The generic fold validation (the cascade predictor runs), plus the locator's error."""
-        summary = super().run_fold_validation()
-        locator_file = (self.model_folder.parent / f"{LocatorTrainer.name}__{self.configuration.cascade.locator_configuration}"
-                        / f"fold_{self.fold}" / LOCATOR_VALIDATION_FILE)
-        if not locator_file.is_file():
-            return summary
-        error = json.loads(locator_file.read_text())["centroid_error"]
-        if error.get("n"):
-            self.log(f"fold {self.fold} locator centroid error: mean {error['mean_mm']:.2f} mm, "
-                     f"median {error['median_mm']:.2f} mm, max {error['max_mm']:.2f} mm "
-                     f"({error['n']} validation cases)")
-        if summary is not None:
-            summary["locator_centroid_error"] = error
-            from segforge.evaluation.evaluate import save_summary
-
-            folder = Path(summary.get("prediction_folder", self.output_folder / "validation"))
-            save_summary(summary, folder / "summary.json")
-        return summary

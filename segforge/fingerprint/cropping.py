@@ -1,4 +1,4 @@
-"""Cropping to the non-zero region: the fingerprint measures it, preprocessing applies it.
+"""Cropping to the non-zero region: the fingerprint measures it (so it lives here), preprocessing applies it.
 
 A box is ``[[z0, z1], [y0, y1], [x0, x1]]`` in voxels, half-open (``z1`` excluded), so
 ``array[..., z0:z1, y0:y1, x0:x1]`` is the crop and ``z1 - z0`` its size.

@@ -11,20 +11,24 @@ import os
 
 import pytest
 
+from helpers.fingerprints import make_fingerprint
+
 from segforge.errors import DatasetProblems, InputError
-from segforge.planning import experiment
-from segforge.planning.experiment import configurations_to_preprocess, plan_and_preprocess, raw_signature
 from segforge.planning.overrides import PlanOverrides
 from segforge.planning.planner import plan_experiment
 from segforge.planning.plans import Plans
 from segforge.synthetic import make_synthetic_dataset
+from segforge.workflows import plan_and_preprocess as experiment
+from segforge.workflows.plan_and_preprocess import configurations_to_preprocess, plan_and_preprocess, raw_signature
 
 
 @pytest.fixture
-def raw(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGFORGE_RAW", str(tmp_path / "raw"))
-    monkeypatch.setenv("SEGFORGE_PREPROCESSED", str(tmp_path / "pre"))
-    monkeypatch.setenv("SEGFORGE_RESULTS", str(tmp_path / "res"))
+def fingerprint_factory():
+    return make_fingerprint
+
+
+@pytest.fixture
+def raw(tmp_path):
     return make_synthetic_dataset(901, "Tiny", num_train=2, num_test=0, shape=(12, 24, 24), raw_root=tmp_path / "raw")
 
 
@@ -63,7 +67,7 @@ def test_raw_signature_follows_file_changes(raw):
 
 def test_steps_write_plans_and_reuse_the_fingerprint(raw, recorders, tmp_path):
     plans = plan_and_preprocess(901, num_processes=1, log=lambda _: None)
-    out = tmp_path / "pre" / raw.name
+    out = tmp_path / "preprocessed" / raw.name
     assert Plans.load(out / "plans.json").to_dict() == plans.to_dict()
     assert json.loads((out / "dataset.json").read_text()) == json.loads((raw / "dataset.json").read_text())
     assert (out / "fingerprint.json").is_file()
@@ -81,7 +85,7 @@ def test_steps_write_plans_and_reuse_the_fingerprint(raw, recorders, tmp_path):
 
 def test_edited_fingerprint_is_not_trusted(raw, recorders, tmp_path):
     plan_and_preprocess(901, num_processes=1, plan_only=True, log=lambda _: None)
-    path = tmp_path / "pre" / raw.name / "fingerprint.json"
+    path = tmp_path / "preprocessed" / raw.name / "fingerprint.json"
     path.write_text(path.read_text().replace('"Dataset', '"Datasetx', 1))
     plan_and_preprocess(901, num_processes=1, plan_only=True, log=lambda _: None)
     assert recorders["fingerprint"] == 2
@@ -89,7 +93,7 @@ def test_edited_fingerprint_is_not_trusted(raw, recorders, tmp_path):
 
 def test_plan_only_and_verify_only(raw, recorders, tmp_path):
     assert plan_and_preprocess(901, verify_only=True, log=lambda _: None) is None
-    assert recorders["fingerprint"] == 0 and not (tmp_path / "pre" / raw.name / "plans.json").exists()
+    assert recorders["fingerprint"] == 0 and not (tmp_path / "preprocessed" / raw.name / "plans.json").exists()
     plans = plan_and_preprocess(901, plan_only=True, overrides=PlanOverrides(batch_size=5), log=lambda _: None)
     assert plans.configuration("3d_fullres").batch_size == 5
     assert recorders["preprocess"] == []
@@ -108,7 +112,7 @@ def test_verification_problems_stop_before_planning(raw, tmp_path):
     with pytest.raises(DatasetProblems) as info:
         plan_and_preprocess(901, num_processes=1, progress=False, log=lambda _: None)
     assert any(image.name in line for line in info.value.problems)
-    assert not (tmp_path / "pre" / raw.name / "plans.json").exists()
+    assert not (tmp_path / "preprocessed" / raw.name / "plans.json").exists()
 
 
 def test_cascade_needs_its_locator(fingerprint_factory):

@@ -1,7 +1,8 @@
 """Cascade prediction: locate -> crop -> segment the crop -> paste back.
 
 :class:`CascadePredictor` is the :class:`~segforge.inference.predictor.Predictor` of a
-segmentation configuration with ``cascade`` settings (``create_predictor`` picks it).
+segmentation configuration with ``cascade`` settings (registered as ``"cascade"`` in
+:data:`~segforge.inference.registry.PREDICTORS`; ``create_predictor`` picks it).
 
 1. ``preprocess`` prepares the image twice: at the segmenter's spacing (the whole image)
    and at the locator's (kept in ``properties["cascade_locator"]``, not JSON);
@@ -27,19 +28,20 @@ import torch
 from segforge.cascade.crop import crop_box_around, crop_with_padding, paste_crop
 from segforge.cascade.grids import preprocessed_to_world, world_to_preprocessed
 from segforge.cascade.locate import predict_heatmap, read_centroids
-from segforge.cascade.locator_trainer import LocatorTrainer
 from segforge.errors import InputError
 from segforge.inference.model import ModelFolder, load_checkpoint
 from segforge.inference.predictor import Predictor
 from segforge.io.atomic import write_json_atomic
 from segforge.io.geometry import Geometry
+from segforge.paths import TRAINER_OF_KIND, model_folder_name
 
 __all__ = ["CascadePredictor", "locator_model_folder", "save_locator_result"]
 
 
 def locator_model_folder(model: ModelFolder) -> Path:
     """``<results>/DatasetNNN/LocatorTrainer__<locator>`` beside the segmenter's folder."""
-    return model.path.parent / f"{LocatorTrainer.name}__{model.configuration.cascade.locator_configuration}"
+    return model.path.parent / model_folder_name(TRAINER_OF_KIND["locator"],
+                                                 model.configuration.cascade.locator_configuration)
 
 
 class CascadePredictor(Predictor):
@@ -47,8 +49,13 @@ class CascadePredictor(Predictor):
 
     def __init__(self, model_folder, folds=None, checkpoint: str = "final", device=None, tta: bool = True,
                  step: float = 0.5, window_batch: int | None = None, locator_folder=None,
-                 save_locator: bool = False):
-        super().__init__(model_folder, folds, checkpoint, device, tta, step, window_batch)
+                 save_locator: bool = False, progress: bool = False, backend: str = "torch",
+                 mirror_axes=None, bf16: bool = False):
+        if backend != "torch":
+            raise InputError("cascade models run with --backend torch only (they cannot be exported yet)",
+                             getattr(model_folder, "path", model_folder))
+        super().__init__(model_folder, folds, checkpoint, device, tta, step, window_batch, progress=progress,
+                         mirror_axes=mirror_axes, bf16=bf16)
         cascade = self.configuration.cascade
         if cascade is None or not cascade.crop_size:
             raise InputError(f"configuration {self.configuration.name!r} has no cascade crop", self.model.path)

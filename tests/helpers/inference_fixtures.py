@@ -7,13 +7,10 @@ import torch
 
 from segforge.io.geometry import Geometry
 from segforge.io.image import write_image
-from segforge.planning.plans import (
-    ChannelNormalization,
-    Configuration,
-    NetworkTopology,
-    Plans,
-    ResamplingSettings,
-)
+from segforge.planning.plans import Plans
+
+from helpers.plans import tiny_configuration
+from helpers.plans import tiny_plans as plans_of
 
 DATASET = "Dataset987_Tiny"
 SPACING = (2.5, 0.8, 1.1)  # anisotropic (z, y, x) mm
@@ -21,32 +18,9 @@ FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
 
 def tiny_plans(spacing=SPACING, patch=(8, 16, 16), channels=1, crop=False) -> Plans:
-    topology = NetworkTopology(
-        features_per_stage=[4, 8],
-        kernel_sizes=[[3, 3, 3], [3, 3, 3]],
-        strides=[[1, 1, 1], [2, 2, 2]],
-        deep_supervision=True,
-    )
-    configuration = Configuration(
-        name="3d_fullres",
-        kind="segmentation",
-        spacing=list(spacing),
-        patch_size=list(patch),
-        batch_size=2,
-        network=topology,
-        normalization=[ChannelNormalization("zscore") for _ in range(channels)],
-        resampling=ResamplingSettings(),
-        median_shape=[10, 20, 20],
-        crop_to_nonzero=crop,
-    )
-    return Plans(
-        dataset_name=DATASET,
-        channel_names={str(c): "MR" for c in range(channels)},
-        labels={"background": 0, "blob": 1},
-        configurations={"3d_fullres": configuration},
-        default_configuration="3d_fullres",
-        gpu_memory_gb=1.0,
-    )
+    configuration = tiny_configuration("3d_fullres", patch, spacing=spacing, channels=channels,
+                                       median_shape=(10, 20, 20), crop_to_nonzero=crop)
+    return plans_of(configuration, labels={"background": 0, "blob": 1}, channels=channels, dataset=DATASET)
 
 
 def write_model_folder(results_root, plans: Plans, folds=("0",), checkpoint="final", seed=0, config="3d_fullres"):

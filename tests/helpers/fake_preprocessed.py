@@ -11,31 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from segforge.planning.plans import (
-    ChannelNormalization,
-    Configuration,
-    NetworkTopology,
-    Plans,
-    ResamplingSettings,
-)
+from segforge.planning.plans import Plans
+
+from helpers.plans import tiny_configuration, tiny_plans
 
 DATASET = "Dataset999_Fake"
 
 
 def make_plans(patch_size=(16, 32, 32), features=(4, 8, 16), batch_size=2, with_cube: bool = True) -> Plans:
-    n = len(features)
-    topo3 = NetworkTopology(list(features), [[3, 3, 3]] * n, [[1, 1, 1]] + [[2, 2, 2]] * (n - 1))
-    topo2 = NetworkTopology(list(features), [[3, 3]] * n, [[1, 1]] + [[2, 2]] * (n - 1))
-    common = dict(normalization=[ChannelNormalization("zscore")], resampling=ResamplingSettings(),
-                  median_shape=[20, 40, 40], spacing=[1.0, 1.0, 1.0])
-    c3 = Configuration(name="3d_fullres", kind="segmentation", patch_size=list(patch_size),
-                       batch_size=batch_size, network=topo3, **common)
-    c2 = Configuration(name="2d", kind="segmentation", patch_size=list(patch_size[1:]), batch_size=batch_size * 2,
-                       network=topo2, data_identifier="3d_fullres", **common)
-    return Plans(dataset_name=DATASET, channel_names={"0": "MR"},
-                 labels={"background": 0, "ball": 1, **({"cube": 2} if with_cube else {})},
-                 configurations={"3d_fullres": c3, "2d": c2}, default_configuration="3d_fullres",
-                 gpu_memory_gb=1.0)
+    common = dict(features=features, median_shape=(20, 40, 40))
+    c3 = tiny_configuration("3d_fullres", patch_size, batch_size=batch_size, **common)
+    c2 = tiny_configuration("2d", patch_size[1:], batch_size=batch_size * 2, data_identifier="3d_fullres", **common)
+    return tiny_plans(c3, c2, labels={"background": 0, "ball": 1, **({"cube": 2} if with_cube else {})},
+                      dataset=DATASET)
 
 
 def make_case(rng: np.random.RandomState, shape=(20, 40, 40), with_cube: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segforge.preprocessing.cropping import box_shape, crop_to_box, mask_bbox, nonzero_bbox, nonzero_mask
+from segforge.fingerprint.cropping import box_shape, crop_to_box, mask_bbox, nonzero_bbox, nonzero_mask
 
 
 def test_bbox_spans_nonzero_voxels_of_any_channel():

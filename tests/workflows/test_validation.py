@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from inference_fixtures import DATASET, blob_image, odd_geometry, write_case
-from segforge.inference.validation import validate_fold
+from helpers.inference_fixtures import DATASET, blob_image, odd_geometry, write_case
+from segforge.workflows.validation import validate_fold
 from segforge.io.image import read_image, write_image
 
 
@@ -18,11 +18,11 @@ def test_validate_fold_writes_predictions_and_summary(folders, model_folder):
     (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "blob": 1},
                                                   "numTraining": 3, "file_ending": ".nii.gz"}))
     pre = folders / "preprocessed" / DATASET
-    pre.mkdir()
+    pre.mkdir(parents=True)
     (pre / "splits.json").write_text(json.dumps({"source": "kfold", "seed": 1, "folds": [
         {"train": ["case_0"], "val": ["case_1", "case_2"]}, {"train": ["case_1", "case_2"], "val": ["case_0"]}]}))
 
-    summary = validate_fold(model_folder, 0, tta=False, log=lambda line: None)
+    summary = validate_fold(model_folder, 0, device="cpu", tta=False, log=lambda line: None)
     out = model_folder / "fold_0" / "validation"
     assert sorted(p.name for p in out.iterdir()) == ["case_1.nii.gz", "case_2.nii.gz", "summary.json"]
     assert [c["case"] for c in summary["cases"]] == ["case_1", "case_2"]

@@ -1,0 +1,39 @@
+"""The shape of a U-Net as plans store it: features, kernels and strides per stage.
+
+It lives with the networks (not the plans) because the network is built from it and reports
+its own memory cost from it (:mod:`segforge.networks.memory`), which the planner asks for;
+the planner puts it into a :class:`~segforge.planning.plans.Configuration`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["NetworkTopology"]
+
+
+@dataclass
+class NetworkTopology:
+    """A U-Net's shape. ``strides[0]`` is all ones; one kernel and stride per stage and axis."""
+
+    features_per_stage: list[int]
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    n_conv_per_stage: int = 2
+    norm: str = "instance"
+    nonlin: str = "leaky_relu"
+    block: str = "plain"  # "plain" or "residual" (residual encoder blocks)
+    attention_gates: bool = False
+    deep_supervision: bool = True
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.features_per_stage)
+
+    def __post_init__(self):
+        n = len(self.features_per_stage)
+        if len(self.kernel_sizes) != n or len(self.strides) != n:
+            raise ValueError(
+                f"NetworkTopology needs one kernel size and one stride per stage: {n} stages, "
+                f"{len(self.kernel_sizes)} kernel sizes, {len(self.strides)} strides"
+            )
