@@ -150,7 +150,7 @@ def train_segmenter_only(dataset: str, minutes: float, env: dict, log, threads: 
         f"plans = Plans.load(paths.preprocessed_dataset_dir({dataset!r}) / 'plans.json'); "
         f"o = TrainingOptions(epochs=1000, iters_per_epoch=10, val_iters=2, max_minutes={minutes!r}, num_workers=0, "
         "progress_bar=False); "
-        "look_up_step('cascade_segmenter')(plans, 'cascade_fullres', 0, 'cpu', o, False)"
+        "look_up_step('cascade_segmenter')(plans, 'cascade_fullres', 0, device='cpu', options=o).run()"
     )
     env = {**env, "OMP_NUM_THREADS": str(threads)}
     m = run_measured([sys.executable, "-c", code], env=env, log_path=log)

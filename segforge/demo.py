@@ -13,8 +13,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import torch
-
 from segforge import paths
 from segforge.errors import InputError
 
@@ -48,6 +46,7 @@ class DemoSettings:
 def run_demo(settings: DemoSettings) -> dict:
     """Run the pipeline; returns a summary dict (paths, Dice, timings)."""
     from segforge.data.splits import parse_fold
+    from segforge.devices import resolve_device
     from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
     from segforge.inference.inputs import check_output_folder, discover_cases
     from segforge.inference.model import ModelFolder, resolve_model_folder
@@ -59,7 +58,7 @@ def run_demo(settings: DemoSettings) -> dict:
     from segforge.workflows.plan_and_preprocess import plan_and_preprocess
     from segforge.workflows.train import train_fold
 
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(settings.device).type
     budget = settings.gpu_memory_gb or (10.0 if device == "cuda" else 0.1)
     name = settings.dataset_name
     raw = paths.raw_root() / name

@@ -5,8 +5,9 @@ limit, before anything is allocated: the alternative is the kernel's out-of-memo
 (exit 137, no message, and possibly the whole machine frozen while it swaps).
 
 ``available_bytes(device)``: on a CUDA device the free memory ``torch.cuda.mem_get_info``
-reports; on the CPU ``MemAvailable`` from ``/proc/meminfo`` (what can be allocated without
-swapping), else the free physical pages.
+reports plus the blocks PyTorch keeps cached but unused (:func:`segforge.devices.free_device_memory`);
+on the CPU ``MemAvailable`` from ``/proc/meminfo`` (what can be allocated without swapping),
+else the free physical pages.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def available_bytes(device="cpu") -> int | None:
     if kind == "cuda":
         import torch
 
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        from segforge.devices import free_device_memory
+
+        return free_device_memory(torch.device(device))  # cached-but-unused blocks count as free
     try:
         for line in _MEMINFO.read_text().splitlines():
             if line.startswith("MemAvailable:"):

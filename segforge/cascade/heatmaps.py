@@ -8,12 +8,14 @@ All positions are continuous voxel indices ``(z, y, x)`` of the array they refer
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 __all__ = [
     "axis_sigmas",
     "gaussian_heatmap",
     "label_centroids",
     "heatmap_targets",
+    "heatmap_batch",
     "soft_argmax",
     "centroid_error_mm",
 ]
@@ -76,6 +78,25 @@ def heatmap_targets(shape, centroids, sigma_voxels, spacing=None) -> np.ndarray:
         if c is not None:
             out[k] = gaussian_heatmap(shape, c, sigma_voxels, spacing)
     return out
+
+
+def heatmap_batch(shape, centroids: torch.Tensor, sigma_voxels, spacing=None) -> torch.Tensor:
+    """:func:`heatmap_targets` of a batch, in torch where the centroids are (e.g. on the GPU).
+
+    ``centroids`` ``(B, K, 3)`` voxel positions, NaN where a structure is absent; returns
+    ``(B, K, *shape)`` float32, zeros for the absent ones. The 1D profiles are computed in
+    float64 like :func:`gaussian_heatmap`, so both agree to float32 rounding.
+    """
+    s = torch.as_tensor(axis_sigmas(sigma_voxels, spacing), dtype=torch.float64, device=centroids.device)
+    c = centroids.to(torch.float64)
+    valid = ~torch.isnan(c).any(-1)  # (B, K)
+    c = torch.nan_to_num(c)
+    profiles = []
+    for a, n in enumerate(shape):
+        i = torch.arange(int(n), dtype=torch.float64, device=c.device)
+        profiles.append(torch.exp(-((i - c[..., a, None]) ** 2) / (2.0 * s[a] ** 2)).to(torch.float32))
+    out = profiles[0][..., :, None, None] * profiles[1][..., None, :, None] * profiles[2][..., None, None, :]
+    return out * valid[..., None, None, None].to(out.dtype)
 
 
 def soft_argmax(heatmap: np.ndarray, window: int = 3, min_fraction: float = 0.05) -> np.ndarray:

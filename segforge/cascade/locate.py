@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segforge.cascade.grids import effective_spacing, preprocessed_to_world
 from segforge.cascade.heatmaps import soft_argmax
-from segforge.cascade.locator_data import centred_offset, locator_canvas, place_on_canvas
+from segforge.cascade.locator_data import LocatorCase, centred_offset, locator_canvas, place_on_canvas
 from segforge.planning.plans import Configuration
 
-__all__ = ["heatmap_from_output", "network_heatmap", "predict_heatmap", "read_centroids"]
+__all__ = ["heatmap_from_output", "network_heatmap", "predict_heatmap", "read_centroids", "centroid_errors",
+           "summarise_errors"]
 
 
 def network_heatmap(network: torch.nn.Module, canvas_batch: torch.Tensor, loss: str) -> torch.Tensor:
@@ -62,3 +64,48 @@ def predict_heatmap(networks, data: np.ndarray, configuration: Configuration, de
 def read_centroids(heatmap: np.ndarray) -> list[np.ndarray]:
     """Sub-voxel peak ``(3,)`` of every channel of ``heatmap (K, z, y, x)``."""
     return [soft_argmax(h) for h in heatmap]
+
+
+def centroid_errors(case: LocatorCase, heat: np.ndarray) -> dict:
+    """Predicted vs true centroids of one case from its heatmap ``(K, z, y, x)`` on the case's grid.
+
+    ``{"case", "heatmap", "error_mm", "error_zyx_mm", "channels": [{"predicted_voxel",
+    "predicted_world", "true_voxel", "true_world", "error_mm", "error_zyx_mm"}, ...]}``: voxels
+    on the case's grid, world points in mm; a case's error is the mean over its channels
+    (None when no channel has a true centroid).
+    """
+    preds = read_centroids(heat)
+    out = {"case": case.name, "heatmap": heat, "error_mm": None, "error_zyx_mm": None, "channels": []}
+    errs, zyx = [], []
+    for p, t in zip(preds, case.centroids):
+        entry = {"predicted_voxel": [float(v) for v in p],
+                 "predicted_world": [float(v) for v in preprocessed_to_world(p, case.properties)]}
+        if t is not None:
+            tw = preprocessed_to_world(t, case.properties)
+            d = (p - t) * effective_spacing(case.properties)
+            entry.update(true_voxel=[float(v) for v in t], true_world=[float(v) for v in tw],
+                         error_mm=float(np.linalg.norm(np.asarray(entry["predicted_world"]) - tw)),
+                         error_zyx_mm=[float(v) for v in d])
+            errs.append(entry["error_mm"])
+            zyx.append(d)
+        out["channels"].append(entry)
+    if errs:
+        out["error_mm"] = float(np.mean(errs))
+        out["error_zyx_mm"] = [float(v) for v in np.mean(zyx, axis=0)]
+    return out
+
+
+def summarise_errors(errors_mm: list[float], errors_zyx: list[list[float]]) -> dict:
+    """Mean/median/max of the distances and the per-axis standard deviation and RMS (mm)."""
+    e = np.asarray(errors_mm, dtype=np.float64)
+    zyx = np.asarray(errors_zyx, dtype=np.float64).reshape(-1, 3)
+    if len(e) == 0:
+        return {"n": 0, "mean_mm": None, "median_mm": None, "max_mm": None, "std_zyx_mm": None, "rms_zyx_mm": None}
+    return {
+        "n": int(len(e)),
+        "mean_mm": float(e.mean()),
+        "median_mm": float(np.median(e)),
+        "max_mm": float(e.max()),
+        "std_zyx_mm": [float(v) for v in zyx.std(axis=0)],
+        "rms_zyx_mm": [float(v) for v in np.sqrt((zyx**2).mean(axis=0))],
+    }

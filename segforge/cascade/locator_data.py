@@ -35,6 +35,7 @@ __all__ = [
     "place_on_canvas",
     "centred_offset",
     "LocatorCase",
+    "heatmap_channels",
     "load_locator_cases",
     "LocatorAugmentation",
     "draw_augmentation",
@@ -100,6 +101,12 @@ class LocatorCase:
     data: np.ndarray
     centroids: list  # per heatmap channel: (3,) voxel position on this grid, or None
     properties: dict
+
+
+def heatmap_channels(labels: dict[str, int]) -> list[int]:
+    """Foreground label values of ``labels`` (name -> value), in order: one heatmap for all of them
+    (``target="union"``) or one each (``"per_class"``)."""
+    return sorted(v for v in labels.values() if v != 0)
 
 
 def load_locator_cases(folder: str | Path, names, classes, target: str = "union") -> list[LocatorCase]:
@@ -196,15 +203,41 @@ def _zoom_about_centre(volume: np.ndarray, scale: float) -> np.ndarray:
 
 
 class LocatorBatches:
-    """Random training batches: ``(images (B, C, *canvas) float32, centroids [B][K])``."""
+    """Endless random training batches (batchgenerators' data-loader protocol, like the patch trainers').
+
+    Each item is ``{"data": (B, C, *canvas) float32, "target": (B, K, 3) float32 centroids on the
+    canvas (NaN where a structure is absent or was pushed off the canvas)}``;
+    the heatmaps are made from the centroids where the network runs, at the curriculum's
+    current sigma. Draws come from ``rng`` (a seeded :class:`numpy.random.Generator`, whose
+    state a checkpoint keeps); in a background worker the generator is re-seeded from the
+    worker's own seed (:meth:`set_thread_id`), so workers draw different batches.
+    """
 
     def __init__(self, cases: list[LocatorCase], canvas, batch_size: int, symmetric: bool, seed: int = 0):
         if not cases:
             raise InputError("the locator has no training cases in this fold")
         self.cases, self.canvas, self.batch_size, self.symmetric = cases, tuple(canvas), int(batch_size), symmetric
+        self.n_heatmaps = len(cases[0].centroids)
         self.rng = np.random.default_rng(seed)
 
+    def set_thread_id(self, thread_id: int) -> None:
+        """Called in a worker after ``np.random.seed(worker seed)``: a stream of the worker's own."""
+        self.rng = np.random.default_rng([int(np.random.randint(0, 2**31 - 1)), int(thread_id)])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        images, centroids, _ = self.next()
+        target = np.full((len(centroids), self.n_heatmaps, 3), np.nan, dtype=np.float32)
+        for b, sample in enumerate(centroids):
+            for k, c in enumerate(sample):
+                if c is not None:
+                    target[b, k] = c
+        return {"data": images, "target": target}
+
     def next(self) -> tuple[np.ndarray, list, list[LocatorAugmentation]]:
+        """``(images (B, C, *canvas), centroids [B][K] (3,) or None, the drawn augmentations)``."""
         picks = self.rng.integers(0, len(self.cases), self.batch_size)
         images, centroids, augs = [], [], []
         for i in picks:

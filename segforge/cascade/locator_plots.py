@@ -11,23 +11,27 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from segforge.io.atomic import temporary_path  # noqa: E402
+from segforge.io.atomic import temporary_path
 
 __all__ = ["plot_heatmap_target", "plot_losses", "plot_metrics", "plot_validation_case"]
 
 _VIEWS = (("axial (z)", 0), ("coronal (y)", 1), ("sagittal (x)", 2))
 
 
+def _figure(n_rows: int, n_cols: int, figsize, squeeze: bool = True):
+    """A figure on its own Agg canvas (no pyplot state: safe to draw in a background thread) and its axes."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(n_rows, n_cols, squeeze=squeeze)
+
+
 def _save(fig, path) -> None:
     with temporary_path(path) as tmp:  # keeps the .png suffix savefig reads the format from
-        fig.savefig(tmp, dpi=72)
-    plt.close(fig)
+        fig.savefig(tmp, dpi=72, format="png")
 
 
 def _slice(volume: np.ndarray, axis: int, index: float) -> np.ndarray:
@@ -60,7 +64,7 @@ def _show_row(axes, image, overlay, pred, true, centre, title, outline=None):
 
 def plot_heatmap_target(path, image: np.ndarray, heatmap: np.ndarray, centroid, sigma: float) -> None:
     """``image``, ``heatmap`` ``(z, y, x)`` on the same grid; ``centroid`` ``(3,)`` voxels."""
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig, axes = _figure(1, 3, (9, 3.2))
     _show_row(axes, image, heatmap, None, centroid, centroid, f"target sigma {sigma:.2f} vox,")
     _save(fig, path)
 
@@ -74,7 +78,7 @@ def _sigma_changes(ax, rows):
 def plot_losses(path, rows: list[dict]) -> None:
     """``rows``: log.csv rows (``epoch``, ``train_loss``, ``val_loss``, ``sigma``)."""
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(1, 1, (7, 4))
     ax.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
     ax.plot(epochs, [r["val_loss"] for r in rows], label="val loss")
     ax.set_yscale("log")
@@ -92,7 +96,7 @@ def plot_losses(path, rows: list[dict]) -> None:
 
 def plot_metrics(path, rows: list[dict]) -> None:
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+    fig, axes = _figure(1, 3, (11, 3.5))
     axes[0].plot(epochs, [r["centroid_error_mean_mm"] for r in rows], label="mean")
     axes[0].plot(epochs, [r["centroid_error_median_mm"] for r in rows], label="median")
     axes[0].plot(epochs, [r["centroid_error_max_mm"] for r in rows], label="max", alpha=0.6)
@@ -121,7 +125,7 @@ def plot_validation_case(path, case: str, image, heatmap, pred, true, fullres=No
     through ``centre`` (the true centroid in crop voxels).
     """
     n_rows = 1 + (fullres is not None) + (crop is not None)
-    fig, axes = plt.subplots(n_rows, 3, figsize=(9, 3.1 * n_rows), squeeze=False)
+    fig, axes = _figure(n_rows, 3, (9, 3.1 * n_rows), squeeze=False)
     _show_row(axes[0], image, heatmap, pred, true, pred, "locator grid,")
     r = 1
     if fullres is not None:

@@ -1,6 +1,6 @@
 """`segforge_train ID FOLD [-c CONFIG] [--epochs N] [--iters-per-epoch N] [--val-iters N] [--max-minutes M]
-[--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw]
-[--lr LR] [--num-workers N] [--tensorboard] [--no-progress-bar] [--validation-only]`.
+[--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
+[--lr LR] [--num-workers N] [--tensorboard] [--no-progress-bar] [--no-plots] [--validation-only]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
 locator first and then the segmenter. Exit codes: 0 done, 2 bad arguments or data.
@@ -33,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms: two runs with the same seed give the same losses (slower)")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="default sgd (Nesterov, poly LR)")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-2 sgd, 1e-3 adamw)")
+    p.add_argument("--optimizer", default=None, choices=("sgd", "adamw", "adam"),
+                   help="default: the trainer's, sgd (Nesterov, poly LR) for segmentation, adam for the locator")
+    p.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default: the optimizer's, 1e-2 sgd, 1e-3 adamw, 3e-3 adam)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data loading processes (default: CPU count - 1, at most 12; 0 = in this process)")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to fold_K/tensorboard")
     p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no per-epoch progress bar")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="draw no pictures (progress.png, validation and locator pictures)")
     p.add_argument("--no-validation", dest="validate", action="store_false",
                    help="skip predicting and scoring the fold's validation cases after training")
     p.add_argument("--validation-only", action="store_true",
@@ -52,9 +56,9 @@ def main(argv=None) -> int:
     def body() -> int:
         from segforge import paths
         from segforge.data.splits import parse_fold
-        from segforge.errors import InputError
         from segforge.planning.plans import Plans
-        from segforge.training.options import TrainingOptions, resolve_device
+        from segforge.devices import resolve_device
+        from segforge.training.options import TrainingOptions
         from segforge.workflows.train import segmentation_model_folder, train_fold
         from segforge.workflows.validation import validate_fold
 
@@ -69,15 +73,12 @@ def main(argv=None) -> int:
             # prints its one-line result and writes validation/summary.json
             validate_fold(segmentation_model_folder(plans, args.configuration), fold, device)
             return 0
-        if args.num_workers is not None and args.num_workers < 0:
-            raise InputError(f"--num-workers must be 0 or more, got {args.num_workers}")
         options = TrainingOptions(
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
             optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, tensorboard=args.tensorboard,
-            progress_bar=args.progress_bar)
-        train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate,
-                   log=lambda line: print(f"{PROG}: {line}"))
+            progress_bar=args.progress_bar, plots=args.plots)
+        train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate)
         return 0
 
     return run_command(PROG, body)

@@ -29,7 +29,8 @@ from segforge.cascade.crop import crop_box_around, crop_with_padding, paste_crop
 from segforge.cascade.grids import preprocessed_to_world, world_to_preprocessed
 from segforge.cascade.locate import predict_heatmap, read_centroids
 from segforge.errors import InputError
-from segforge.inference.model import ModelFolder, load_checkpoint
+from segforge.inference.model import ModelFolder
+from segforge.io.checkpoint import load_checkpoint
 from segforge.inference.predictor import Predictor
 from segforge.io.atomic import write_json_atomic
 from segforge.io.geometry import Geometry

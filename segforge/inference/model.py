@@ -15,18 +15,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from segforge import paths
 from segforge.errors import InputError
+from segforge.io.checkpoint import load_checkpoint as load_training_checkpoint
+from segforge.paths import CHECKPOINT_NAMES
 from segforge.planning.plans import Configuration, Plans
 
 __all__ = ["ModelFolder", "resolve_model_folder", "load_checkpoint", "checkpoint_plans_version", "plain_state_dict",
-           "read_export_description", "CHECKPOINT_NAMES", "EXPORT_FILE"]
+           "read_export_description", "EXPORT_FILE"]
 
-CHECKPOINT_NAMES = ("final", "best", "latest")
 EXPORT_FILE = "export.json"  # marks a folder written by segforge_export (segforge/inference/model_export.py)
-DEFAULT_TRAINER = "SegmentationTrainer"
+DEFAULT_TRAINER = paths.TRAINER_OF_KIND["segmentation"]
 
 
 @dataclass
@@ -56,12 +55,13 @@ class ModelFolder:
         check_buildable(plans, path / "plans.json")  # a typo in a name is reported with the file
         export = read_export_description(path)
         if export is not None:
-            trainer, sep, config_name = export.get("trainer", "exported"), "__", export.get("configuration")
+            parsed = (export.get("trainer", "exported"), export.get("configuration"))
         else:
-            trainer, sep, config_name = path.name.partition("__")
-        if not sep:
+            parsed = paths.parse_model_folder_name(path.name)
+        if parsed is None:
             raise InputError("model folder name must be <trainer>__<configuration>, e.g. "
-                             "SegmentationTrainer__3d_fullres", path)
+                             f"{paths.model_folder_name(DEFAULT_TRAINER, '3d_fullres')}", path)
+        trainer, config_name = parsed
         configuration = plans.configuration(config_name)
         dataset_json = {}
         if (path / "dataset.json").is_file():
@@ -84,26 +84,27 @@ class ModelFolder:
 
     def available_folds(self) -> list[str]:
         """Fold names (``"0"``, ``"all"``...) with at least one checkpoint (or exported weights), numbers first."""
-        names = ["weights.safetensors", "network.onnx"] if self.export else [f"checkpoint_{c}.pt" for c in CHECKPOINT_NAMES]
-        folds = [p.name[len("fold_"):] for p in self.path.glob("fold_*")
-                 if p.is_dir() and any((p / n).is_file() for n in names)]
+        def has_weights(fold: Path) -> bool:
+            if self.export:
+                return any((fold / n).is_file() for n in ("weights.safetensors", "network.onnx"))
+            return any(paths.checkpoint_file(fold, c).is_file() for c in CHECKPOINT_NAMES)
+
+        folds = [p.name[len("fold_"):] for p in self.path.glob("fold_*") if p.is_dir() and has_weights(p)]
         return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
 
     def checkpoint_file(self, fold: str | int, checkpoint: str = "final") -> Path:
         """``fold_K/checkpoint_<checkpoint>.pt``; ``final`` falls back to ``latest`` with a warning."""
-        if checkpoint not in CHECKPOINT_NAMES:
-            raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
-        fold_dir = self.path / f"fold_{fold}"
+        fold_dir = paths.fold_folder(self.path, fold)
         if self.export is not None:  # one set of weights per fold, the checkpoint chosen at export
             weights = fold_dir / "weights.safetensors"
             if weights.is_file():
                 return weights
             raise InputError(f"no weights.safetensors for fold {fold} in this export (folds: "
                              f"{', '.join(self.available_folds()) or 'none'})", fold_dir)
-        wanted = fold_dir / f"checkpoint_{checkpoint}.pt"
+        wanted = paths.checkpoint_file(fold_dir, checkpoint)
         if wanted.is_file():
             return wanted
-        latest = fold_dir / "checkpoint_latest.pt"
+        latest = paths.checkpoint_file(fold_dir, "latest")
         if checkpoint == "final" and latest.is_file():
             warnings.warn(f"{wanted} not found (training not finished?); using {latest.name}", stacklevel=2)
             return latest
@@ -123,13 +124,9 @@ class ModelFolder:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint dict loaded on the CPU without unpickling code (``weights_only=True``), its
-    ``network_state`` checked (a mapping of tensors, every weight finite).
-
-    Exported ``weights.safetensors`` files load as ``{"network_state": ..., "configuration": ...}``.
-    """
-    from segforge.training.checkpoint import load_checkpoint as load_training_checkpoint
-
+    """A model folder's weights: a training checkpoint (:func:`segforge.io.checkpoint.load_checkpoint`:
+    on the CPU, ``weights_only``, its ``network_state`` checked), or an export's ``weights.safetensors``,
+    which loads as ``{"network_state": ..., "configuration": ...}``."""
     if str(path).endswith(".safetensors"):
         return _load_safetensors(Path(path))
     return load_training_checkpoint(path)
@@ -218,7 +215,8 @@ def resolve_model_folder(
 
 
 def _model_folders(dataset_dir: Path) -> list[Path]:
-    return sorted(p for p in dataset_dir.iterdir() if p.is_dir() and "__" in p.name and (p / "plans.json").is_file())
+    return sorted(p for p in dataset_dir.iterdir()
+                  if p.is_dir() and paths.parse_model_folder_name(p.name) and (p / "plans.json").is_file())
 
 
 def _pick_in_dataset(dataset_dir: Path, configuration: str | None, trainer: str | None) -> Path:
@@ -229,11 +227,12 @@ def _pick_in_dataset(dataset_dir: Path, configuration: str | None, trainer: str 
         raise InputError("no model folder (<trainer>__<configuration> with plans.json) here; train first", dataset_dir)
     if configuration is None:
         configuration = Plans.load(folders[0] / "plans.json").default_configuration
-    matching = [p for p in folders if p.name.partition("__")[2] == configuration]
+    names = {p: paths.parse_model_folder_name(p.name) for p in folders}  # (trainer, configuration)
+    matching = [p for p in folders if names[p][1] == configuration]
     if trainer is not None:
-        matching = [p for p in matching if p.name.partition("__")[0] == trainer]
+        matching = [p for p in matching if names[p][0] == trainer]
     elif len(matching) > 1:
-        matching = [p for p in matching if p.name.partition("__")[0] == DEFAULT_TRAINER] or matching[:1]
+        matching = [p for p in matching if names[p][0] == DEFAULT_TRAINER] or matching[:1]
     if not matching:
         have = ", ".join(p.name for p in folders)
         raise InputError(f"no model folder for configuration {configuration!r}"

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from segforge.devices import free_device_memory, prediction_dtype, resolve_device
 from segforge.errors import InputError
 from segforge.inference.export import probabilities_to_labels, restore_probabilities
 from segforge.inference.model import ModelFolder, load_checkpoint, plain_state_dict
@@ -39,15 +40,9 @@ _DEVICE_MEMORY_SHARE = 0.6
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else CUDA when available, else the CPU (using all its cores)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    """:func:`segforge.devices.resolve_device`, set up for prediction: the CPU with all its cores,
+    or a GPU with cuDNN autotuning."""
+    device = resolve_device(device)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     else:
@@ -100,6 +95,7 @@ class Predictor:
         batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
         self.window_batch = window_batch or (batches[0] if self.configuration.dims == 2 else batches[1])
         self._check_window_memory()
+        self.network_dtypes: list[torch.dtype] = []  # autocast dtype per network (its training's; float32: none)
         self.networks = [self._load_network(fold) for fold in self.folds]
 
     def set_speed(self, tta: bool = True, mirror_axes: Sequence[int] | None = None, bf16: bool = False) -> None:
@@ -120,6 +116,7 @@ class Predictor:
         from segforge.networks import build_network, to_device_layout
 
         if self.backend == "onnxruntime":
+            self.network_dtypes.append(torch.float32)
             return OnnxNetwork(self.model.path / f"fold_{fold}" / "network.onnx")
         path = self.model.checkpoint_file(fold, self.checkpoint)
         checkpoint = load_checkpoint(path)
@@ -129,6 +126,9 @@ class Predictor:
                              f"{self.configuration.name!r}", path)
         self.model.check_plans_version(checkpoint, path)
         network = build_network(self.configuration, self.plans.num_channels, self.num_classes)
+        # the dtype the network was trained in where the device computes it natively, else float32
+        trained = prediction_dtype(self.device, checkpoint.get("amp_dtype"))
+        self.network_dtypes.append(torch.float32 if trained is None else trained)
         state = plain_state_dict(checkpoint["network_state"])
         try:
             network.load_state_dict(state)
@@ -215,11 +215,11 @@ class Predictor:
         patch = self.window_size
         data = data.to(accumulate)
         total = None
-        for network in self.networks:
+        for network, dtype in zip(self.networks, self.network_dtypes):
             logits = sliding_window_logits(
                 network, data, patch, self.step, self.mirror_axes, window_batch,
                 device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
-                progress=self.progress, amp_dtype=self.amp_dtype,
+                progress=self.progress, amp_dtype=self.amp_dtype or dtype,
             )
             probabilities = torch.softmax(logits, dim=0)
             del logits
@@ -230,5 +230,4 @@ class Predictor:
         if self.device.type != "cuda":
             return self.device
         needed = accumulation_bytes(data_shape, self.num_classes) + 4 * self.num_classes * int(np.prod(data_shape[1:]))
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return self.device if needed < _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
+        return self.device if needed < _DEVICE_MEMORY_SHARE * free_device_memory(self.device) else torch.device("cpu")

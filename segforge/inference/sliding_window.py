@@ -167,7 +167,9 @@ def sliding_window_logits(
     The result lies on ``accumulate_device`` (default: ``device``). ``progress`` shows a bar
     counting windows (on a GPU it counts launches, which run ahead of the device). The network
     runs under autocast to ``amp_dtype`` when given (``torch.bfloat16`` on a CPU with native
-    BF16), and to float16 on CUDA otherwise; logits are accumulated in float32.
+    BF16; on CUDA the dtype the network was trained in, :func:`segforge.devices.prediction_dtype`);
+    ``torch.float32`` means no autocast; None: float16 on CUDA, none on the CPU. Logits are
+    accumulated in float32.
     """
     device = torch.device(device) if device is not None else _device_of(network)
     accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else device
@@ -187,7 +189,9 @@ def sliding_window_logits(
     windows_per_pass = max(1, int(batch_size) // flips)
     accumulator = None
     bar = tqdm(total=len(windows), desc="windows", unit="win", leave=False, disable=not progress)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None or device.type == "cuda")
+    reduced = amp_dtype is not None and amp_dtype != torch.float32
+    use_autocast = reduced or (amp_dtype is None and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=amp_dtype if reduced else torch.float16, enabled=use_autocast)
     with bar, torch.inference_mode(), autocast:
         for start in range(0, len(windows), windows_per_pass):
             chunk = windows[start : start + windows_per_pass]

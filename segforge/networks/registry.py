@@ -33,14 +33,15 @@ def register_network(name: str) -> Callable[[T], T]:
     return add
 
 
-def build_network(configuration, in_channels: int, num_classes: int, name: str = "unet"):
-    """The registered network ``name`` built from ``configuration.network`` and ``configuration.dims``.
+def build_network(configuration, in_channels: int, num_classes: int):
+    """The network the plans name (``configuration.network.name``), built from ``configuration.network``
+    and ``configuration.dims``.
 
     ``configuration`` is a :class:`segforge.planning.plans.Configuration`; the network maps
     ``(B, in_channels, *patch)`` to logits ``(B, num_classes, *patch)`` (a list of them, full
     resolution first, in training mode with deep supervision).
     """
-    constructor = look_up(name, NETWORKS, "network")
+    constructor = look_up(configuration.network.name, NETWORKS, "network")
     return constructor(configuration.network, configuration.dims, in_channels, num_classes)
 
 

@@ -14,7 +14,10 @@ __all__ = ["NetworkTopology"]
 
 @dataclass
 class NetworkTopology:
-    """A U-Net's shape. ``strides[0]`` is all ones; one kernel and stride per stage and axis."""
+    """A network's shape. ``strides[0]`` is all ones; one kernel and stride per stage and axis.
+
+    ``name`` is the registered network built from it (:data:`segforge.networks.registry.NETWORKS`).
+    """
 
     features_per_stage: list[int]
     kernel_sizes: list[list[int]]
@@ -25,6 +28,7 @@ class NetworkTopology:
     block: str = "plain"  # "plain" or "residual" (residual encoder blocks)
     attention_gates: bool = False
     deep_supervision: bool = True
+    name: str = "unet"
 
     @property
     def n_stages(self) -> int:

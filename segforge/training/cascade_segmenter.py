@@ -23,7 +23,7 @@ from segforge.data import PatchSampler, sample_region_size
 from segforge.errors import InputError
 from segforge.planning.plans import Configuration, Plans
 from segforge.training.reporting import write_json
-from segforge.training.trainer import SegmentationTrainer
+from segforge.training.segmentation_trainer import SegmentationTrainer
 
 __all__ = ["CascadePatchSampler", "CascadeSegmentationTrainer", "crop_jitter"]
 
@@ -34,8 +34,9 @@ def crop_jitter(plans: Plans, configuration: Configuration, fold) -> dict:
     ``{"std_zyx_mm": [...], "std_zyx_voxels": [...], "source": ..., "why": ...}``.
     """
     cascade = configuration.cascade
-    path = (paths.results_root() / plans.dataset_name / f"{LocatorTrainer.name}__{cascade.locator_configuration}"
-            / f"fold_{fold}" / LOCATOR_VALIDATION_FILE)
+    locator_folder = paths.results_root() / plans.dataset_name / paths.model_folder_name(
+        LocatorTrainer.name, cascade.locator_configuration)
+    path = paths.fold_folder(locator_folder, fold) / LOCATOR_VALIDATION_FILE
     std = None
     if path.is_file():
         try:
@@ -110,12 +111,13 @@ class CascadeSegmentationTrainer(SegmentationTrainer):
         if not self.configuration.cascade.crop_size:
             raise InputError(f"configuration {configuration_name!r} plans no cascade crop_size; re-plan")
 
-    def initialize(self) -> None:
-        super().initialize()
+    def setup(self) -> None:
+        super().setup()
         self.jitter = crop_jitter(self.plans, self.configuration, self.fold)
-        self.output_folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.output_folder / "crop_jitter.json",
-                   {"crop_size": list(self.configuration.cascade.crop_size), **self.jitter})
+        if self.writes_files:
+            self.output_folder.mkdir(parents=True, exist_ok=True)
+            write_json(self.output_folder / "crop_jitter.json",
+                       {"crop_size": list(self.configuration.cascade.crop_size), **self.jitter})
         self.log(f"cascade crops {self.configuration.cascade.crop_size}, centre jitter std "
                  f"{', '.join(f'{v:.2f}' for v in self.jitter['std_zyx_mm'])} mm (z, y, x) from {self.jitter['source']}")
 

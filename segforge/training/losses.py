@@ -4,7 +4,7 @@
 * :class:`DeepSupervisionLoss`: a weighted sum of a loss over the network's training outputs
   (full resolution first), with targets made by :func:`downsample_target` at the factors of
   :func:`~segforge.networks.unet.deep_supervision_scales`.
-* :func:`heatmap_mse_loss`, :func:`heatmap_kl_loss`: the locator's losses.
+* :func:`heatmap_mse_loss`, :func:`relative_heatmap_mse`, :func:`heatmap_kl_loss`: the locator's losses.
 
 Shapes: logits ``(B, K, *spatial)``; integer targets ``(B, 1, *spatial)`` or ``(B, *spatial)``
 with labels in ``[0, K)`` (map padding labels such as -1 to 0 before the loss).
@@ -28,6 +28,7 @@ __all__ = [
     "deep_supervision_scales",
     "downsample_target",
     "heatmap_mse_loss",
+    "relative_heatmap_mse",
     "heatmap_kl_loss",
 ]
 
@@ -155,6 +156,16 @@ def heatmap_mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"heatmap shapes differ: prediction {list(pred.shape)}, target {list(target.shape)}")
     return F.mse_loss(pred.float(), target.float())
+
+
+def relative_heatmap_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`heatmap_mse_loss` divided by the MSE of the all-zero map (``mean(target^2)``).
+
+    A plain MSE of a small blob is reached almost entirely by predicting zeros, and its
+    scale changes with sigma; relative to the all-zero answer, 1 means "found nothing" at
+    every sigma, so the locator's curriculum threshold means the same thing at every step.
+    """
+    return heatmap_mse_loss(pred, target) / target.float().pow(2).mean().clamp_min(1e-12)
 
 
 def heatmap_kl_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from segforge.data.augmentation import AugmentationSettings
 from segforge.errors import InputError
 
-__all__ = ["TrainingOptions", "resolve_device"]
+__all__ = ["TrainingOptions", "cpu_threads", "changed_options"]
 
 
 @dataclass
 class TrainingOptions:
     """Budgets, optimiser and run behaviour (the defaults are nnU-Net's where it has one).
 
-    ``max_minutes``: stop after the epoch that would otherwise run past the budget (judged
-    from the last epoch's duration); ``patience``: stop after this many epochs without a
-    better EMA pseudo-Dice. ``num_workers`` None = :func:`segforge.data.default_num_workers`;
-    ``cpu_threads`` None = ``OMP_NUM_THREADS`` when set, else the CPU count less the workers
-    (CPU training only).
+    Every trainer honours every option or refuses it with one line naming it (a trainer
+    lists what it refuses in ``refused_options``; only a value other than the default is
+    refused). ``max_minutes``: stop after the epoch that would otherwise run past the budget
+    (judged from the last epoch's duration); ``patience``: stop after this many epochs without
+    a better value of the trainer's selection metric (the EMA pseudo-Dice; the locator's median
+    centroid error). ``optimizer`` / ``initial_lr`` / ``weight_decay`` None = the trainer's
+    optimiser (``sgd``; ``adam`` for the locator) with that optimiser's defaults.
+    ``num_workers`` None = :func:`segforge.data.default_num_workers`; ``cpu_threads`` None =
+    ``OMP_NUM_THREADS`` when set, else the CPU count less the workers (CPU training only).
     """
 
     epochs: int = 1000
@@ -32,7 +36,7 @@ class TrainingOptions:
     patience: int | None = None
     seed: int = 12345
     deterministic: bool = False
-    optimizer: str = "sgd"
+    optimizer: str | None = None
     initial_lr: float | None = None
     weight_decay: float | None = None
     grad_clip: float = 12.0
@@ -40,6 +44,7 @@ class TrainingOptions:
     num_workers: int | None = None
     cpu_threads: int | None = None
     progress_bar: bool = True
+    plots: bool = True  # progress and validation pictures (drawn in the background)
     tensorboard: bool = False
     val_plot_every: int = 5  # epochs between val_pred.png / val_truth.png updates (and at the end)
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
@@ -60,6 +65,8 @@ class TrainingOptions:
             raise InputError(f"gradient clipping must be a positive finite norm, got {self.grad_clip}")
         if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be at least 1, got {self.patience}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise InputError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if isinstance(self.augmentation, dict):
             d = dict(self.augmentation)
             self.augmentation = AugmentationSettings(**{k: tuple(v) if isinstance(v, list) and k != "mirror_axes"
@@ -71,18 +78,6 @@ class TrainingOptions:
         return d
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an :class:`InputError`."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {device}")
-    return device
-
-
 def cpu_threads(options: TrainingOptions, num_workers: int) -> int:
     """Threads for CPU training: the option, else ``OMP_NUM_THREADS``'s setting, else the CPUs left by the workers."""
     if options.cpu_threads is not None:
@@ -90,3 +85,9 @@ def cpu_threads(options: TrainingOptions, num_workers: int) -> int:
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     return max(1, (os.cpu_count() or 1) - num_workers)
+
+
+def changed_options(options: TrainingOptions) -> list[str]:
+    """Names of the options whose value differs from the default."""
+    default = TrainingOptions()
+    return [f.name for f in fields(TrainingOptions) if getattr(options, f.name) != getattr(default, f.name)]

@@ -33,26 +33,26 @@ def plot_progress(log: TrainingLog, class_names: list[str], path: str | os.PathL
     fig = Figure(figsize=(11, 7.5))
     axes = fig.subplots(2, 2)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.95, hspace=0.3, wspace=0.18)
-    e = np.asarray(log.epoch)
+    e = np.asarray(log.column("epoch"))
     ax = axes[0, 0]
-    ax.plot(e, log.train_loss, label="train loss")
-    ax.plot(e, log.val_loss, label="val loss")
+    ax.plot(e, log.column("train_loss"), label="train loss")
+    ax.plot(e, log.column("val_loss"), label="val loss")
     ax.set_title("loss")
     ax.legend()
     ax = axes[0, 1]
-    dice = np.asarray(log.dice, dtype=float).reshape(len(e), -1)
+    dice = np.asarray(log.column("dice"), dtype=float).reshape(len(e), -1)
     for k, name in enumerate(class_names):
         ax.plot(e, dice[:, k], lw=1, alpha=0.7, label=name)
-    ax.plot(e, log.mean_dice, "k:", label="mean")
-    ax.plot(e, log.ema_dice, "k-", lw=2, label="mean (EMA)")
+    ax.plot(e, log.column("mean_dice"), "k:", label="mean")
+    ax.plot(e, log.column("ema_dice"), "k-", lw=2, label="mean (EMA)")
     ax.set_ylim(0, 1)
     ax.set_title("pseudo-Dice (validation patches)")
     ax.legend(fontsize=8)
     ax = axes[1, 0]
-    ax.plot(e, log.lr)
+    ax.plot(e, log.column("lr"))
     ax.set_title("learning rate")
     ax = axes[1, 1]
-    ax.plot(e, log.epoch_seconds)
+    ax.plot(e, log.column("epoch_seconds"))
     ax.set_title("epoch time (s)")
     for ax in axes.flat:
         ax.set_xlabel("epoch")

@@ -1,4 +1,11 @@
-"""The per-epoch training log: lists of numbers kept in the checkpoint and written as ``log.csv``."""
+"""The per-epoch training log: one row dict per finished epoch, kept in the checkpoint and written as ``log.csv``.
+
+Every trainer logs ``epoch``, ``train_loss``, ``lr``, ``epoch_seconds`` and ``iters_per_second``
+plus its own validation metrics (the segmentation trainer: ``val_loss``, ``dice`` — one value
+per foreground class —, ``mean_dice``, ``ema_dice``; the locator: ``sigma``, ``val_loss``,
+centroid errors...). Values are numbers, None or lists of numbers, so the log fits a
+``weights_only`` checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,54 +13,73 @@ import csv
 import io
 import math
 import os
-from dataclasses import dataclass, field, fields
+from typing import Iterable
 
 from segforge.io.atomic import write_text_atomic
 
 __all__ = ["TrainingLog"]
 
 
-@dataclass
 class TrainingLog:
-    """One entry per finished epoch in each list; ``dice`` holds one value per foreground class (NaN when
-    a class appeared in neither prediction nor truth of the validation patches)."""
+    """Rows of one training run, in epoch order."""
 
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    dice: list[list[float]] = field(default_factory=list)
-    mean_dice: list[float] = field(default_factory=list)
-    ema_dice: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    iters_per_second: list[float] = field(default_factory=list)
+    def __init__(self, rows: Iterable[dict] = ()):
+        self.rows: list[dict] = [dict(r) for r in rows]
 
     def __len__(self) -> int:
-        return len(self.epoch)
+        return len(self.rows)
 
-    def append(self, **row) -> None:
-        for f in fields(self):
-            getattr(self, f.name).append(row[f.name])
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
 
-    def to_dict(self) -> dict:
-        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainingLog) and self.rows == other.rows
+
+    def append(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def column(self, name: str) -> list:
+        """``[row[name] for row in rows]`` (None where a row lacks it)."""
+        return [r.get(name) for r in self.rows]
+
+    def to_list(self) -> list[dict]:
+        return [dict(r) for r in self.rows]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainingLog":
-        return cls(**{f.name: list(d.get(f.name, [])) for f in fields(cls)})
+    def from_list(cls, rows: list[dict]) -> "TrainingLog":
+        return cls(rows)
 
-    def write_csv(self, path: str | os.PathLike, class_names: list[str]) -> None:
-        """``log.csv``: epoch, losses, one ``dice_<name>`` column per class, mean and EMA Dice, lr, timing."""
+    def write_csv(self, path: str | os.PathLike, columns: list[str], list_names: dict[str, list[str]] | None = None,
+                  digits: dict[str, int] | None = None) -> None:
+        """``log.csv`` with ``columns`` in order; a list-valued column ``k`` becomes one column
+        ``k_<name>`` per entry of ``list_names[k]`` (e.g. ``dice_liver``). Numbers are written
+        with 6 significant digits (``digits`` overrides per column), ``lr`` exactly, None/NaN empty."""
+        list_names, digits = list_names or {}, {"epoch_seconds": 3, "iters_per_second": 3, **(digits or {})}
+        header = []
+        for c in columns:
+            header += [f"{c}_{n}" for n in list_names[c]] if c in list_names else [c]
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["epoch", "train_loss", "val_loss", *[f"dice_{n}" for n in class_names], "mean_dice",
-                    "ema_dice", "lr", "epoch_seconds", "iters_per_second"])
-        for i in range(len(self)):
-            w.writerow([self.epoch[i], _num(self.train_loss[i]), _num(self.val_loss[i]),
-                        *[_num(d) for d in self.dice[i]], _num(self.mean_dice[i]), _num(self.ema_dice[i]),
-                        repr(float(self.lr[i])), _num(self.epoch_seconds[i], 3), _num(self.iters_per_second[i], 3)])
+        w.writerow(header)
+        for row in self.rows:
+            cells = []
+            for c in columns:
+                value = row.get(c)
+                if c in list_names:
+                    values = list(value) if value is not None else []
+                    values += [None] * (len(list_names[c]) - len(values))
+                    cells += [_num(v) for v in values]
+                elif c == "lr":
+                    cells.append("" if value is None else repr(float(value)))
+                elif c == "epoch":
+                    cells.append(str(int(value)))
+                else:
+                    cells.append(_num(value, digits.get(c, 6)))
+            w.writerow(cells)
         write_text_atomic(path, buf.getvalue())
 
 
-def _num(v: float, digits: int = 6) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{digits}g}"
+def _num(v, digits: int = 6) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{float(v):.{digits}g}"

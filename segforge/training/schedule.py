@@ -1,7 +1,9 @@
 """Optimisers by name and the polynomial learning-rate decay.
 
 ``sgd``: SGD with Nesterov momentum 0.99 (nnU-Net's choice: robust with instance norm and
-deep supervision); ``adamw``: AdamW, for users who prefer it. The learning rate follows
+deep supervision); ``adamw``: AdamW, for users who prefer it; ``adam``: Adam without weight
+decay, the locator's default (regressing a small blob with SGD's high learning rate tends to
+collapse to the all-zero map). The learning rate follows
 ``lr = initial_lr * (1 - step / total_steps) ** 0.9``, updated every iteration. Under a
 time budget (``--max-minutes``) the locator trainer shortens ``total_steps`` after every
 epoch to the steps that still fit (:meth:`PolyLRSchedule.fit_to_time`), so its rate reaches
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from segforge.networks.registry import look_up
+from segforge.registry import look_up
 
 __all__ = ["OptimizerDefaults", "OPTIMIZERS", "build_optimizer", "PolyLRSchedule"]
 
@@ -30,17 +32,20 @@ class OptimizerDefaults:
 OPTIMIZERS: dict[str, OptimizerDefaults] = {
     "sgd": OptimizerDefaults(1e-2, 3e-5, "nnU-Net's SGD: Nesterov momentum 0.99, lr 1e-2, weight decay 3e-5"),
     "adamw": OptimizerDefaults(1e-3, 1e-2, "AdamW with the usual lr 1e-3 and decoupled weight decay 1e-2"),
+    "adam": OptimizerDefaults(3e-3, 0.0, "Adam, lr 3e-3, no weight decay: the locator's heatmap regression"),
 }
 
 
 def build_optimizer(params, name: str, initial_lr: float | None = None,
                     weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """The optimiser ``name`` (``"sgd"`` or ``"adamw"``) with its defaults unless overridden."""
+    """The optimiser ``name`` (``"sgd"``, ``"adamw"`` or ``"adam"``) with its defaults unless overridden."""
     defaults = look_up(name, OPTIMIZERS, "optimizer")
     lr = defaults.initial_lr if initial_lr is None else float(initial_lr)
     wd = defaults.weight_decay if weight_decay is None else float(weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 

@@ -32,7 +32,8 @@ def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, 
     for step, name in steps:
         if len(steps) > 1:
             log(f"training {name} ({step})")
-        folders.append(look_up_step(step)(plans, name, fold, device, options, resume))
+        trainer = look_up_step(step)(plans, name, fold, device=device, options=options, log=log)
+        folders.append(trainer.run(resume=resume))
     if validate and configuration_kind(plans.configuration(steps[-1][1])) != "locator":
         validate_trained_fold(folders[-1].parent, fold, device, log)
     return folders

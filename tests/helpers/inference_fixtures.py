@@ -23,22 +23,25 @@ def tiny_plans(spacing=SPACING, patch=(8, 16, 16), channels=1, crop=False) -> Pl
     return plans_of(configuration, labels={"background": 0, "blob": 1}, channels=channels, dataset=DATASET)
 
 
-def write_model_folder(results_root, plans: Plans, folds=("0",), checkpoint="final", seed=0, config="3d_fullres"):
-    """``results/DatasetNNN/SegmentationTrainer__<config>`` with untrained weights in the real format."""
+def write_model_folder(results_root, plans: Plans, folds=("0",), checkpoint="final", seed=0, config="3d_fullres",
+                       trainer="SegmentationTrainer", outputs=None):
+    """``results/DatasetNNN/<trainer>__<config>`` with untrained weights in the real checkpoint format
+    (``outputs``: the network's output channels, default the plans' classes)."""
     from segforge.networks import build_network
 
-    folder = results_root / plans.dataset_name / f"SegmentationTrainer__{config}"
+    folder = results_root / plans.dataset_name / f"{trainer}__{config}"
     folder.mkdir(parents=True, exist_ok=True)
     plans.save(folder / "plans.json")
     (folder / "dataset.json").write_text(json.dumps({"channel_names": plans.channel_names, "labels": plans.labels,
                                                      "numTraining": 3, "file_ending": ".nii.gz"}))
     configuration = plans.configuration(config)
+    outputs = outputs or plans.num_classes
     for i, fold in enumerate(folds):
         torch.manual_seed(seed + i)
-        network = build_network(configuration, plans.num_channels, plans.num_classes)
+        network = build_network(configuration, plans.num_channels, outputs)
         (folder / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save({"plans": plans.to_dict(), "configuration": configuration.name, "fold": fold,
-                    "trainer": "SegmentationTrainer", "network_state": network.state_dict(), "epoch": 1},
+                    "trainer": trainer, "network_state": network.state_dict(), "epoch": 1, "n_heatmaps": outputs},
                    folder / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt")
     return folder
 

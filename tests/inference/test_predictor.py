@@ -7,7 +7,8 @@ import torch
 from helpers.inference_fixtures import odd_geometry, tiny_plans, write_case, write_model_folder
 import segforge
 from segforge.errors import InputError
-from segforge.inference.model import ModelFolder, load_checkpoint
+from segforge.inference.model import ModelFolder
+from segforge.io.checkpoint import load_checkpoint
 from segforge.inference.predictor import Predictor
 
 

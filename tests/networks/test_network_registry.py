@@ -15,7 +15,7 @@ def test_unet_is_registered():
 
 def test_unknown_network_name_answers_did_you_mean(make_configuration):
     with pytest.raises(InputError, match=r"unknown network 'unett'; did you mean 'unet'\? known: unet"):
-        build_network(make_configuration("2d"), 1, 2, name="unett")
+        build_network(make_configuration("2d", name="unett"), 1, 2)
 
 
 def test_unrelated_name_lists_the_known_ones_without_a_guess():
@@ -35,7 +35,7 @@ def test_registered_constructor_gets_topology_dims_and_channels(monkeypatch, mak
         def forward(self, x):
             return self.conv(x)
 
-    net = build_network(make_configuration("2d"), 3, 5, name="one_by_one")
+    net = build_network(make_configuration("2d", name="one_by_one"), 3, 5)
     assert isinstance(net, OneByOne)
     assert list(net(torch.zeros(1, 3, 4, 4)).shape) == [1, 5, 4, 4]
     with pytest.raises(ValueError, match="registered twice"):

@@ -20,8 +20,9 @@ torch.set_num_threads(1)
 def test_every_network_trains_and_predicts(name, geometry, block, attention, deep_supervision,
                                           make_configuration):
     torch.manual_seed(0)
-    conf = make_configuration(geometry, block=block, attention_gates=attention, deep_supervision=deep_supervision)
-    net = build_network(conf, in_channels=2, num_classes=3, name=name)
+    conf = make_configuration(geometry, block=block, attention_gates=attention, deep_supervision=deep_supervision,
+                              name=name)
+    net = build_network(conf, in_channels=2, num_classes=3)
     patch = conf.patch_size
     x = torch.randn(2, 2, *patch)
 

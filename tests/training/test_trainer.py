@@ -12,7 +12,7 @@ from helpers.fake_preprocessed import make_plans, write_fake_dataset
 
 from segforge.data.augmentation import AugmentationSettings
 from segforge.training.options import TrainingOptions
-from segforge.training.trainer import SegmentationTrainer
+from segforge.training.segmentation_trainer import SegmentationTrainer
 
 NO_AUGMENTATION = AugmentationSettings(p_rotation=0, p_scale=0, p_elastic=0, p_noise=0, p_blur=0, p_brightness=0,
                                        p_contrast=0, p_low_resolution=0, p_gamma=0, p_gamma_inverted=0)
@@ -55,7 +55,8 @@ def test_short_run_writes_every_output(tmp_path):
                             "epoch_seconds", "iters_per_second"}
     ckpt = torch.load(out / "checkpoint_final.pt", weights_only=True)
     assert ckpt["trainer"] == "SegmentationTrainer" and ckpt["configuration"] == "3d_fullres" and ckpt["fold"] == "0"
-    assert ckpt["epoch"] == 1 and ckpt["log"]["epoch"] == [0, 1]
+    assert ckpt["epoch"] == 1 and [row["epoch"] for row in ckpt["log"]] == [0, 1]
+    assert ckpt["best"] == max(row["ema_dice"] for row in ckpt["log"]) and ckpt["amp_dtype"] == "float32"
     assert set(ckpt["rng_states"]) >= {"python", "numpy", "torch"}
     for key in ("plans", "network_state", "optimizer_state", "scheduler_state", "grad_scaler_state"):
         assert key in ckpt
@@ -75,9 +76,9 @@ def test_learns_easy_blobs(tmp_path):
     t = trainer(tmp_path, opts, plans=make_plans(with_cube=False))
     t.run()
     log = t.history
-    assert log.train_loss[-1] < 0.8 * log.train_loss[0]
-    assert log.val_loss[-1] < log.val_loss[0]
-    assert log.dice[-1][0] > 0.5
+    assert log[-1]["train_loss"] < 0.8 * log[0]["train_loss"]
+    assert log[-1]["val_loss"] < log[0]["val_loss"]
+    assert log[-1]["dice"][0] > 0.5
 
 
 @pytest.mark.slow
@@ -86,11 +87,11 @@ def test_deterministic_runs_repeat_exactly(tmp_path):
     for run in range(2):
         t = trainer(tmp_path / str(run), options(epochs=2, iters_per_epoch=3, deterministic=True, seed=3))
         t.run()
-        losses.append((t.history.train_loss, t.history.val_loss, t.history.dice))
+        losses.append([(r["train_loss"], r["val_loss"], r["dice"]) for r in t.history])
     assert losses[0] == losses[1]
     other = trainer(tmp_path / "other", options(epochs=2, iters_per_epoch=3, deterministic=True, seed=4))
     other.run()
-    assert other.history.train_loss != losses[0][0]
+    assert other.history.column("train_loss") != [r[0] for r in losses[0]]
 
 
 @pytest.mark.gpu
@@ -102,8 +103,9 @@ def test_cuda_mixed_precision_run_and_resume(tmp_path):
     out = t.run()
     assert t.amp_dtype in (torch.bfloat16, torch.float16)
     ckpt = torch.load(out / "checkpoint_latest.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and all(math.isfinite(v) for v in ckpt["log"]["train_loss"])
+    assert ckpt["epoch"] == 1 and all(math.isfinite(r["train_loss"]) for r in ckpt["log"])
+    assert ckpt["amp_dtype"] == ("bfloat16" if torch.cuda.get_device_capability() >= (8, 0) else "float16")
     more = trainer(tmp_path / "more", options(epochs=3, num_workers=1))
     more.device, more.output_folder = torch.device("cuda"), out
     more.run(resume=True)
-    assert more.history.epoch == [0, 1, 2]
+    assert more.history.column("epoch") == [0, 1, 2]

@@ -34,7 +34,7 @@ def test_poly_schedule_values_and_resume():
     other = PolyLRSchedule(build_optimizer([torch.zeros(1, requires_grad=True)], "adamw"), 0.01, 10)
     other.load_state_dict({"step": 5})
     assert other.optimizer.param_groups[0]["lr"] == seen[5]
-    with pytest.raises(InputError, match="did you mean 'adamw'"):
+    with pytest.raises(InputError, match="did you mean 'adam' or 'adamw'"):
         build_optimizer([torch.zeros(1, requires_grad=True)], "adamx")
 
 
@@ -78,13 +78,15 @@ def test_checkpoint_is_weights_only_and_restores_rng(tmp_path):
 
 def test_log_csv_has_one_column_per_class_and_blank_nan(tmp_path):
     log = TrainingLog()
-    log.append(epoch=0, train_loss=1.0, val_loss=0.9, dice=[0.5, math.nan], mean_dice=0.5, ema_dice=0.5, lr=0.01,
-               epoch_seconds=2.0, iters_per_second=5.0)
-    log.write_csv(tmp_path / "log.csv", ["liver", "tumour"])
+    log.append(dict(epoch=0, train_loss=1.0, val_loss=0.9, dice=[0.5, math.nan], mean_dice=0.5, ema_dice=0.5, lr=0.01,
+                    epoch_seconds=2.0, iters_per_second=5.0, centroid_error_median_mm=None))
+    columns = ["epoch", "train_loss", "val_loss", "dice", "mean_dice", "centroid_error_median_mm", "lr"]
+    log.write_csv(tmp_path / "log.csv", columns, {"dice": ["liver", "tumour"]})
     header, row = (tmp_path / "log.csv").read_text().splitlines()
-    assert header.split(",")[3:5] == ["dice_liver", "dice_tumour"]
-    assert row.split(",")[3:5] == ["0.5", ""]
-    assert TrainingLog.from_dict(log.to_dict()) == log
+    assert header.split(",") == ["epoch", "train_loss", "val_loss", "dice_liver", "dice_tumour", "mean_dice",
+                                 "centroid_error_median_mm", "lr"]
+    assert row.split(",") == ["0", "1", "0.9", "0.5", "", "0.5", "", "0.01"]
+    assert TrainingLog.from_list(log.to_list()) == log and log.column("lr") == [0.01]
 
 
 def test_training_steps_by_configuration_kind():
@@ -127,29 +129,32 @@ def test_cli_answers_bad_input_in_one_line(folders, capsys):
 def test_budget_and_patience_stop_after_the_epoch():
     import time
 
-    from segforge.training.trainer import SegmentationTrainer
+    from segforge.training.segmentation_trainer import SegmentationTrainer
 
     plans = make_plans()
     t = SegmentationTrainer(plans, "3d_fullres", 0, output_folder="unused/fold_0", device="cpu",
                             options=TrainingOptions(epochs=10, max_minutes=1.0, patience=3), log=lambda *_: None)
-    t.history.epoch_seconds = [30.0]
-    assert not t._should_stop(0, time.monotonic() - 20)  # 20 s + another 30 s epoch fits in 60 s
-    assert t._should_stop(1, time.monotonic() - 40)  # 40 + 30 would not
-    assert not t._should_stop(9, time.monotonic() - 40)  # the last epoch: nothing to stop
+    t.history.append({"epoch": 0, "epoch_seconds": 30.0})
+    t.started = time.monotonic() - 20
+    assert t.stop_reason(0) is None  # 20 s + another 30 s epoch fits in 60 s
+    assert t.stop_reason(0, iteration=5) is None  # within an epoch nothing stops (yet)
+    t.started = time.monotonic() - 40
+    assert t.stop_reason(1).startswith("time budget: stopping after epoch 1")  # 40 + 30 would not
+    assert t.stop_reason(9) is None  # the last epoch: nothing to stop
     t.options.max_minutes = None
-    t._epochs_since_best = 3
-    assert t._should_stop(4, time.monotonic())
+    t.epochs_since_best = 3
+    assert "no better EMA pseudo-Dice for 3 epochs" in t.stop_reason(4)
 
 
 def test_segmentation_trainer_refuses_a_locator_configuration():
     import dataclasses
 
-    from segforge.training.trainer import SegmentationTrainer
+    from segforge.training.segmentation_trainer import SegmentationTrainer
 
     plans = make_plans()
     plans.configurations["locator"] = dataclasses.replace(plans.configurations["3d_fullres"], name="locator",
                                                           kind="locator", locator=LocatorSettings())
-    with pytest.raises(InputError, match="is a locator configuration"):
+    with pytest.raises(InputError, match="is not a segmentation configuration"):
         SegmentationTrainer(plans, "locator", 0, device="cpu")
 
 
@@ -158,4 +163,4 @@ def test_tensorboard_without_the_package_says_what_to_install(tmp_path, monkeypa
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     with pytest.raises(InputError, match="pip install tensorboard"):
-        EpochReporter(tmp_path, ["a"], TrainingOptions(tensorboard=True))
+        EpochReporter(tmp_path, TrainingOptions(tensorboard=True))

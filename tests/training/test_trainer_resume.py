@@ -15,7 +15,7 @@ from helpers.fake_preprocessed import write_fake_dataset
 
 from segforge.planning.plans import Plans
 from segforge.training.options import TrainingOptions
-from segforge.training.trainer import SegmentationTrainer
+from segforge.training.segmentation_trainer import SegmentationTrainer
 
 EPOCHS, ITERS = 4, 6
 ARGS = ["999", "0", "--epochs", str(EPOCHS), "--iters-per-epoch", str(ITERS), "--val-iters", "2", "--num-workers", "0",

@@ -9,7 +9,7 @@ from segforge.cascade.grids import case_centroid_voxel
 from segforge.data import CaseStore
 from segforge.training.options import TrainingOptions
 
-from .fixtures import make_cascade_dataset
+from helpers.cascade_dataset import make_cascade_dataset
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from segforge.cascade.heatmaps import gaussian_heatmap
 from segforge.inference.cascade_predictor import CascadePredictor
 from segforge.inference.registry import create_predictor
 from segforge.io.geometry import Geometry
-from segforge.networks import build_network
 
-from .fixtures import tiny_plans
+from helpers.cascade_dataset import tiny_plans
+from helpers.inference_fixtures import write_model_folder
 
 
 class FixedLocator(nn.Module):
@@ -40,22 +40,13 @@ class AlwaysForeground(nn.Module):
         return out + 0 * self.w
 
 
-def _save_model_folder(root, plans, trainer, configuration, n_out):
-    folder = root / plans.dataset_name / f"{trainer}__{configuration}"
-    (folder / "fold_0").mkdir(parents=True)
-    plans.save(folder / "plans.json")
-    net = build_network(plans.configurations[configuration], plans.num_channels, n_out)
-    torch.save({"network_state": net.state_dict(), "configuration": configuration, "n_heatmaps": 1, "trainer": trainer},
-               folder / "fold_0" / "checkpoint_final.pt")
-    return folder
-
-
 @pytest.fixture
 def model(tmp_path):
     torch.set_num_threads(1)
     plans = tiny_plans(crop=(16, 24, 32))
-    _save_model_folder(tmp_path / "results", plans, "LocatorTrainer", "locator", 1)
-    return _save_model_folder(tmp_path / "results", plans, "CascadeSegmentationTrainer", "cascade_fullres", 2)
+    write_model_folder(tmp_path / "results", plans, config="locator", trainer="LocatorTrainer", outputs=1)
+    return write_model_folder(tmp_path / "results", plans, config="cascade_fullres",
+                              trainer="CascadeSegmentationTrainer", outputs=2)
 
 
 def test_create_predictor_picks_the_cascade_and_output_is_on_the_input_grid(model):

@@ -1,0 +1,199 @@
+"""The generic segmentation trainer: one fold of one segmentation configuration.
+
+``segforge_results/DatasetNNN_Name/SegmentationTrainer__<configuration>/fold_K/`` receives
+``checkpoint_{latest,best,final}.pt``, ``log.csv``, ``progress.png``, ``train_example.png``,
+``val_pred.png``/``val_truth.png``, ``training_options.json`` (and ``tensorboard/``); the
+model folder above it gets copies of ``plans.json`` and ``dataset.json``.
+
+An epoch is ``iters_per_epoch`` training iterations (Dice + cross-entropy with deep
+supervision, SGD with poly learning rate, gradient clipping, mixed precision on CUDA) and
+``val_iters`` validation iterations on the same patches every epoch (loss and per-class
+pseudo-Dice from true/false positives/negatives summed over all of them). The exponential
+moving average (EMA) of the mean pseudo-Dice picks ``checkpoint_best.pt``. The loop itself is
+:class:`~segforge.training.trainer.Trainer`'s.
+
+Subclasses change one piece by overriding a method: :meth:`build_network`,
+:meth:`build_training_sampler`, :meth:`build_validation_sampler`,
+:meth:`training_transforms`, :meth:`training_loss`, :meth:`validation_step`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from segforge.data import (
+    CaseStore,
+    PatchSampler,
+    TrainingBatches,
+    ValidationBatches,
+    make_loader,
+    sample_region_size,
+    training_transforms,
+    validation_transforms,
+    worker_seeds,
+)
+from segforge.networks import build_network
+from segforge.training import plots
+from segforge.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_scales, downsample_target
+from segforge.training.progress_log import TrainingLog
+from segforge.training.trainer import Trainer
+
+__all__ = ["SegmentationTrainer"]
+
+
+class SegmentationTrainer(Trainer):
+    """Patches, Dice + CE with deep supervision, pseudo-Dice validation; ``best`` by the EMA pseudo-Dice."""
+
+    name = "SegmentationTrainer"
+    configuration_kind = "segmentation"
+    default_optimizer = "sgd"
+    best_metric = "ema_dice"
+    best_metric_label = "EMA pseudo-Dice"
+    higher_is_better = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_classes = self.plans.num_classes
+        names = {v: k for k, v in self.plans.labels.items()}
+        self.class_names = [names.get(k, f"class_{k}") for k in range(1, self.num_classes)]
+
+    # --- set-up --------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.scales = deep_supervision_scales(self.configuration.network)
+        self.train_loss_fn = DeepSupervisionLoss(DiceCELoss())
+        self.val_loss_fn = DiceCELoss()
+        self.store = CaseStore(self.data_folder)
+
+    def build_network(self) -> torch.nn.Module:
+        return build_network(self.configuration, self.plans.num_channels, self.num_classes)
+
+    def build_training_sampler(self) -> PatchSampler:
+        """Random patches (1/3 around foreground) at the size spatial augmentation needs."""
+        patch = self.configuration.patch_size
+        return PatchSampler(self.store, self.train_cases, patch, self.configuration.batch_size,
+                            sample_size=sample_region_size(patch, self.options.augmentation))
+
+    def build_validation_sampler(self) -> PatchSampler:
+        return PatchSampler(self.store, self.val_cases, self.configuration.patch_size, self.configuration.batch_size)
+
+    def training_transforms(self):
+        return training_transforms(self.configuration.patch_size, self.options.augmentation)
+
+    def make_training_loader(self):
+        """Training batches (augmented in ``num_workers`` processes) and the fixed validation batches."""
+        pin = self.device.type == "cuda"
+        n = self.num_workers
+        loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n,
+                             worker_seeds(self.options.seed, self.start_epoch, n, 0), pin)
+        n_val = max(1, n // 2) if n > 0 else 0
+        val_batches = ValidationBatches(self.build_validation_sampler(), self.options.val_iters,
+                                        seed=self.options.seed + 1, num_workers=max(1, n_val))
+        self.val_loader = make_loader(val_batches, validation_transforms(), n_val,
+                                      worker_seeds(self.options.seed, 0, n_val, 1), pin)
+        self.loaders.append(self.val_loader)
+        return loader
+
+    # --- one step ------------------------------------------------------------------------------
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...)."""
+        outputs = self.network(batch["data"])
+        return self.train_loss_fn(outputs, downsample_target(batch["target"], self.scales))
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, the predicted labels (B, *patch) and the K x K confusion matrix (truth rows), all on the device."""
+        data, target = batch["data"], batch["target"]
+        with self.autocast():
+            logits = self.network(data)
+            loss = self.val_loss_fn(logits, target)
+        pred = logits.argmax(1)
+        k = self.num_classes
+        confusion = torch.bincount((target[:, 0].long() * k + pred).flatten(), minlength=k * k).view(k, k)
+        return loss.detach(), pred, confusion
+
+    # --- epochs --------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        if self.start_epoch == 0 and self.writes_files and self.options.plots:
+            example = next(self.train_loader)
+            plots.plot_batch(example["data"].numpy(), example["target"][:, 0].numpy(),
+                             self.output_folder / "train_example.png", "augmented training batch (labels on top)",
+                             num_classes=self.num_classes)
+        self._plotted_last = False
+
+    def validate(self, epoch: int) -> dict:
+        o = self.options
+        keep = o.plots and ((epoch + 1) % o.val_plot_every == 0 or epoch == o.epochs - 1 or epoch == self.start_epoch)
+        val_loss, dice, example = self.validate_patches(keep_example=keep)
+        if example is not None:
+            self.plot_validation(example)
+        self._plotted_last = example is not None
+        valid = [d for d in dice if not math.isnan(d)]
+        mean = float(np.mean(valid)) if valid else 0.0
+        previous = self.history.column("ema_dice")
+        m = o.ema_momentum
+        ema = mean if not previous else m * previous[-1] + (1 - m) * mean
+        return {"val_loss": val_loss, "dice": dice, "mean_dice": mean, "ema_dice": ema}
+
+    def validate_patches(self, keep_example: bool, max_batches: int | None = None) -> tuple[float, list[float], dict | None]:
+        """Mean validation loss, per-class pseudo-Dice (NaN where a class is absent), and the first batch if asked."""
+        self.network.eval()
+        k = self.num_classes
+        n = min(self.options.val_iters, max_batches or self.options.val_iters)
+        loss_sum = torch.zeros((), device=self.device)
+        confusion = torch.zeros((k, k), dtype=torch.int64, device=self.device)
+        example = None
+        for i in range(n):
+            batch = next(self.val_loader)
+            loss, pred, conf = self.validation_step(self.prepare_batch(batch))
+            loss_sum += loss
+            confusion += conf
+            if i == 0 and keep_example:
+                example = {"image": batch["data"].numpy(), "truth": batch["target"][:, 0].numpy(),
+                           "pred": pred.cpu().numpy()}
+        c = confusion.cpu().numpy().astype(np.float64)  # the one host sync of validation
+        tp = np.diag(c)[1:]
+        fp = c.sum(0)[1:] - tp
+        fn = c.sum(1)[1:] - tp
+        denominator = 2 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(denominator > 0, 2 * tp / denominator, np.nan)
+        return (loss_sum / n).item(), [float(d) for d in dice], example
+
+    def plot_validation(self, example: dict) -> None:
+        """``val_pred.png`` and ``val_truth.png``: the same slices of the first validation batch."""
+        slices = plots.choose_slices(example["truth"]) if example["truth"].ndim == 4 else None
+        self.reporter.draw("val_pred", plots.plot_batch, example["image"], example["pred"],
+                           self.output_folder / "val_pred.png", "validation: prediction", slices=slices,
+                           num_classes=self.num_classes)
+        self.reporter.draw("val_truth", plots.plot_batch, example["image"], example["truth"],
+                           self.output_folder / "val_truth.png", "validation: truth", slices=slices,
+                           num_classes=self.num_classes)
+
+    def after_training(self) -> None:
+        """The validation pictures of the final network, when the last epoch did not draw them."""
+        if self.options.plots and len(self.history) and not self._plotted_last:
+            _, _, example = self.validate_patches(keep_example=True, max_batches=1)
+            self.plot_validation(example)
+
+    # --- what a person reads ------------------------------------------------------------------
+    def epoch_line(self, row: dict) -> str:
+        dice = ", ".join(f"{n} {'n/a' if math.isnan(d) else f'{d:.3f}'}" for n, d in zip(self.class_names, row["dice"]))
+        return (f"epoch {row['epoch']}/{self.options.epochs - 1}: train loss {row['train_loss']:.4f}, val loss "
+                f"{row['val_loss']:.4f}, pseudo-Dice [{dice}], EMA {row['ema_dice']:.4f}, lr {row['lr']:.3g}, "
+                f"{row['epoch_seconds']:.1f} s, {row['iters_per_second']:.2f} it/s")
+
+    def csv_columns(self) -> tuple[list[str], dict[str, list[str]]]:
+        return (["epoch", "train_loss", "val_loss", "dice", "mean_dice", "ema_dice", "lr", "epoch_seconds",
+                 "iters_per_second"], {"dice": list(self.class_names)})
+
+    def draw_progress(self) -> None:
+        if not self.options.plots:
+            return
+        self.reporter.draw("progress", plots.plot_progress, TrainingLog(self.history.to_list()),
+                           list(self.class_names), self.output_folder / "progress.png")
+
+    def extra_state(self) -> dict:
+        return {"class_names": list(self.class_names)}
