@@ -1,4 +1,5 @@
-"""`segforge_evaluate -ref GT -pred PRED [-l LABELS...] [-o summary.json] [--tolerance MM] [-np N]`.
+"""`segforge_evaluate -ref GT -pred PRED [-l LABELS...] [-o summary.json] [--tolerance MM] [-np N]
+[--executor local|ray] [--ray-address ADDR]`.
 
 Exit codes: 0 all reference cases scored, 1 some could not be (missing prediction, other
 grid, unreadable: listed), 2 nothing could be scored or bad arguments.
@@ -11,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from segforge.cli._execution import add_execution_arguments, execution_settings
 from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_evaluate"
@@ -25,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label values to score (default: every non-zero value found)")
     parser.add_argument("-o", "--output", default=None, help="summary JSON (default: PRED/summary.json)")
     parser.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
-    parser.add_argument("-np", "--num-processes", type=int, default=min(4, os.cpu_count() or 1),
-                        help="cases scored in parallel")
+    parser.add_argument("-np", "--num-processes", type=int, default=None,
+                        help="cases scored in parallel (default: local: CPU cores, at most 4; ray: the cluster's CPUs)")
+    add_execution_arguments(parser, parts=False)
     return parser
 
 
@@ -38,15 +41,17 @@ def main(argv=None) -> int:
         from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
         from segforge.io.atomic import check_writable_folder
 
-        if args.num_processes < 1:
+        if args.num_processes is not None and args.num_processes < 1:
             raise InputError(f"-np must be at least 1, got {args.num_processes}")
+        workers = args.num_processes or (min(4, os.cpu_count() or 1) if args.executor == "local" else None)
+        execution = execution_settings(args, workers)
         output = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
         if output.is_dir():  # checked before the scoring, not after it
             raise InputError("-o is a folder; give the summary file's path, e.g. "
                              f"{output / 'summary.json'}", output)
         if args.output:
             check_writable_folder(output.parent, "folder of -o")
-        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, args.num_processes)
+        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, execution=execution)
         save_summary(summary, output)
         print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
         print(f"summary written to {output}")

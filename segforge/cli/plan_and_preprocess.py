@@ -1,5 +1,6 @@
 """`segforge_plan_and_preprocess -d ID [-np N] [--gpu-memory-gb G] [-c CONFIG ...] [--plan-only] [--verify]
-[--spacing Z Y X] [--patch-size Z Y X] [--batch-size B] [--default-configuration NAME]`.
+[--spacing Z Y X] [--patch-size Z Y X] [--batch-size B] [--default-configuration NAME]
+[--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
 
 Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
 configuration (with what it needs: the cascade's locator). The steps are
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
+from segforge.cli._execution import add_execution_arguments, execution_settings
 from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_plan_and_preprocess"
@@ -25,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fingerprint a raw dataset, plan its configurations (plans.json) and preprocess them.",
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (901) or name (Dataset901_Name)")
-    parser.add_argument("-np", "--num-processes", type=int, default=min(8, os.cpu_count() or 1),
-                        help="cases processed in parallel (default: CPU cores, at most 8)")
+    parser.add_argument("-np", "--num-processes", type=int, default=None,
+                        help="cases processed in parallel (default: local: CPU cores, at most 8; ray: the "
+                        "cluster's CPUs)")
     parser.add_argument("--gpu-memory-gb", type=float, default=10.0,
                         help="GPU memory the plan is sized for (default 10; e.g. 0.5 for a small CPU-trainable network)")
     parser.add_argument("-c", "--configurations", nargs="+", default=None, metavar="CONFIG",
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size of the segmentation configurations")
     parser.add_argument("--default-configuration", default=None, metavar="NAME",
                         help="configuration `segforge_train ID FOLD` trains (2d, 3d_fullres, cascade_fullres)")
+    add_execution_arguments(parser)
     return parser
 
 
@@ -48,13 +51,15 @@ def main(argv=None) -> int:
 
     def body() -> int:
         from segforge.errors import InputError
+        from segforge.execution import default_local_workers
         from segforge.workflows.plan_and_preprocess import plan_and_preprocess
         from segforge.planning.overrides import PlanOverrides
 
-        if args.num_processes < 1:
+        if args.num_processes is not None and args.num_processes < 1:
             raise InputError(f"-np must be at least 1, got {args.num_processes}")
         if not (math.isfinite(args.gpu_memory_gb) and args.gpu_memory_gb > 0):
             raise InputError(f"--gpu-memory-gb must be a positive number of GB, got {args.gpu_memory_gb}")
+        execution = execution_settings(args, args.num_processes)
         overrides = PlanOverrides(
             spacing=tuple(args.spacing) if args.spacing else None,
             patch_size=tuple(args.patch_size) if args.patch_size else None,
@@ -63,12 +68,13 @@ def main(argv=None) -> int:
         )
         plan_and_preprocess(
             args.dataset,
-            num_processes=args.num_processes,
+            num_processes=args.num_processes or default_local_workers(),
             gpu_memory_gb=args.gpu_memory_gb,
             configurations=args.configurations,
             overrides=overrides,
             verify_only=args.verify,
             plan_only=args.plan_only,
+            execution=execution,
         )
         return 0
 

@@ -1,5 +1,6 @@
 """`segforge_predict -i IN -o OUT [-d ID | -m MODEL_FOLDER] [-c CONFIG] [-f FOLDS] [-chk final|best|latest]
-[--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--continue]`.
+[--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--continue]
+[-np N] [--num-gpus G] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
 
 Exit codes: 0 every case predicted (or skipped), 1 some case failed (each named with its
 reason), 2 bad arguments, input or model.
@@ -12,6 +13,7 @@ import sys
 import time
 import warnings
 
+from segforge.cli._execution import add_execution_arguments, execution_settings
 from segforge.cli._runner import CommandParser, run_command
 
 PROG = "segforge_predict"
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip cases whose output is complete (a whole, readable label map on the input's grid); "
                    "damaged or partial outputs are predicted again, saying why")
     p.add_argument("--prefetch", type=int, default=2, help="cases read and preprocessed ahead (default 2)")
+    p.add_argument("-np", "--num-processes", type=int, default=None,
+                   help="model replicas on the CPU, each predicting its own cases with cores/N threads "
+                   "(default: local 1, using every core; ray: one per cluster CPU)")
+    add_execution_arguments(p, gpus=True)
     return p
 
 
@@ -93,6 +99,9 @@ def main(argv=None) -> int:
         speed = speed_options(args.fast, args.step, args.mirror_axes)
         if args.prefetch < 0:
             raise InputError(f"--prefetch must be 0 or more, got {args.prefetch}")
+        execution = execution_settings(args, args.num_processes)
+        if execution.num_gpus and args.device not in (None, "cuda"):
+            raise InputError(f"--num-gpus puts one model on each GPU; it does not go with --device {args.device}")
         start = time.perf_counter()
         folder = resolve_model_folder(args.dataset, args.model_folder, args.configuration, args.trainer)
         model = ModelFolder.open(folder)
@@ -100,7 +109,8 @@ def main(argv=None) -> int:
         prepare_output_folder(args.input, args.output, cases)  # before any work: a bad -o is refused at once
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint, device=args.device,
+            predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint,
+                                         device=args.device or ("cuda" if execution.num_gpus else None),
                                          tta=not args.disable_tta, backend=args.backend, bf16=args.bf16, **speed)
         predictor.progress = sys.stderr.isatty()
         for w in caught:
@@ -114,11 +124,13 @@ def main(argv=None) -> int:
               f"{_axes(predictor.mirror_axes)} | step {predictor.step} | "
               f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")
         reports = predict_cases(predictor, cases, args.output, args.save_probabilities, args.skip_existing,
-                                prefetch=args.prefetch)
+                                prefetch=args.prefetch, execution=execution)
         failed = [r for r in reports if r.status == "failed"]
         done = sum(r.status == "done" for r in reports)
         skipped = sum(r.status == "skipped" for r in reports)
-        print(f"{done} predicted, {skipped} skipped, {len(failed)} failed in {time.perf_counter() - start:.1f} s")
+        part = f" (part {execution.part}/{execution.num_parts})" if execution.part is not None else ""
+        print(f"{done} predicted, {skipped} skipped, {len(failed)} failed{part} in "
+              f"{time.perf_counter() - start:.1f} s")
         for r in failed:
             print(f"{PROG}: failed: {r.name}: {r.reason}", file=sys.stderr)
         return 1 if failed else 0

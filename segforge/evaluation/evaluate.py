@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from segforge.errors import DatasetProblems, InputError
 from segforge.evaluation.metrics import class_metrics
+from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 from segforge.io.atomic import write_text_atomic
 from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_label, split_ending
 
@@ -98,8 +98,11 @@ def evaluate_folders(
     labels: Sequence[int] | None = None,
     tolerance_mm: float = 1.0,
     num_processes: int = 1,
+    execution: ExecutionSettings | None = None,
 ) -> dict:
     """Score every reference case that has a prediction; the summary dict (module docstring).
+
+    ``execution``: executor and workers (default: ``num_processes`` local processes).
 
     Raises :class:`DatasetProblems` when no case could be scored (no reference files, or none
     with a readable prediction on the same grid).
@@ -113,7 +116,7 @@ def evaluate_folders(
     pairs = [(case, references[case], predictions[case]) for case in references if case in predictions]
     missing = sorted(case for case in references if case not in predictions)
     extra = sorted(case for case in predictions if case not in references)
-    summary = evaluate_pairs(pairs, labels, tolerance_mm, num_processes, missing)
+    summary = evaluate_pairs(pairs, labels, tolerance_mm, num_processes, missing, execution)
     summary.update(
         reference_folder=str(Path(reference_folder).absolute()),
         prediction_folder=str(Path(prediction_folder).absolute()),
@@ -128,13 +131,14 @@ def evaluate_pairs(
     tolerance_mm: float = 1.0,
     num_processes: int = 1,
     missing: Sequence[str] = (),
+    execution: ExecutionSettings | None = None,
 ) -> dict:
     """Score ``(case, reference_file, prediction_file)`` triples; the summary dict (module docstring).
 
     ``missing`` names cases without a prediction (listed, not scored). Raises
     :class:`DatasetProblems` when no case could be scored.
     """
-    results = _run(pairs, labels, tolerance_mm, num_processes)
+    results = _run(pairs, labels, tolerance_mm, execution or ExecutionSettings(workers=max(1, int(num_processes))))
     cases, mismatches, unreadable = [], [], []
     for (case, ref, pred), result in zip(pairs, results):
         if "error" in result:
@@ -202,12 +206,21 @@ def format_table(summary: dict, label_names: dict[int, str] | None = None) -> st
     return "\n".join(lines)
 
 
-def _run(pairs, labels, tolerance_mm, num_processes) -> list[dict]:
-    args = [(str(ref), str(pred), None if labels is None else list(labels), tolerance_mm) for _, ref, pred in pairs]
-    if num_processes <= 1 or len(pairs) <= 1:
-        return [_safe_case(*a) for a in args]
-    with ProcessPoolExecutor(max_workers=min(num_processes, len(pairs))) as pool:
-        return list(pool.map(_safe_case, *zip(*args)))
+def _run(pairs, labels, tolerance_mm, execution: ExecutionSettings) -> list[dict]:
+    """One result per pair, in order; a case whose scoring failed is reported as unreadable."""
+    if execution.part is not None:
+        raise InputError("the evaluation summary needs every case: run it without --part")
+    tasks = [CaseTask(case, (str(ref), str(pred), None if labels is None else list(labels), tolerance_mm))
+             for case, ref, pred in pairs]
+    summary = run_cases(CaseStage("evaluation", _evaluate_task), tasks, execution, progress=False, log=None)
+    results = []
+    for (case, ref, pred), outcome in zip(pairs, summary.outcomes):
+        results.append(outcome.result if outcome.status == "done" else {"error": outcome.reason, "file": str(pred)})
+    return results
+
+
+def _evaluate_task(context, payload) -> dict:
+    return _safe_case(*payload)
 
 
 def _safe_case(ref: str, pred: str, labels, tolerance_mm: float) -> dict:

@@ -1,7 +1,8 @@
 """Extract a raw dataset's fingerprint in parallel, summarise it, save and load it.
 
 ``fingerprint.json`` lives in ``segforge_preprocessed/DatasetNNN_Name/``; its keys are the
-contract in docs/architecture.md ("Fingerprint"). Workers read one case each and send back
+contract in docs/architecture.md ("Fingerprint"). Cases run through
+:func:`segforge.execution.run_cases` (local processes or a Ray cluster); workers read one case each and send back
 only its small entry and at most :data:`MAX_SAMPLES_PER_CASE` foreground intensities per
 channel, so memory stays around one case per worker.
 """
@@ -9,15 +10,15 @@ channel, so memory stays around one case per worker.
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from segforge import paths
-from segforge.errors import InputError
+from segforge.errors import DatasetProblems, InputError
+from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 from segforge.fingerprint.case import (
     MAX_SAMPLES_PER_CASE,
     fingerprint_case,
@@ -35,38 +36,33 @@ _TOP_KEYS = ("dataset_name", "channel_names", "labels", "cases", "intensity", "s
 
 
 def extract_fingerprint(ds: RawDataset, num_processes: int = 2, progress: bool = True,
-                        max_samples_per_case: int = MAX_SAMPLES_PER_CASE) -> dict:
+                        max_samples_per_case: int = MAX_SAMPLES_PER_CASE,
+                        execution: ExecutionSettings | None = None,
+                        log: Callable[[str], None] | None = None) -> dict:
     """Measure every training case of ``ds`` and summarise the dataset.
 
-    ``num_processes`` worker processes (1: in this process). The result does not depend on
-    it: each case samples its foreground with a seed made from its name.
+    ``num_processes`` local worker processes (1: in this process), or ``execution`` (executor
+    and workers; a ``part`` is refused: the summary needs every case). The result does not
+    depend on either: each case samples its foreground with a seed made from its name.
+    Cases that cannot be measured are raised together as :class:`DatasetProblems`.
     """
     cases = ds.training_cases()
     if not cases:
         raise InputError("no training cases in imagesTr", ds.root)
+    settings = execution or ExecutionSettings(workers=max(1, int(num_processes)))
+    if settings.part is not None:
+        raise InputError("the fingerprint needs every case: run it without --part")
     label_values = sorted(set(int(v) for v in ds.labels.values()))
-    jobs = []
+    tasks = []
     for case in cases:
         if case.label_file is None:
             raise InputError(f"training case {case.name} has no label file in labelsTr", case.image_files[0])
-        jobs.append((case.name, [str(p) for p in case.image_files], str(case.label_file), label_values,
-                     max_samples_per_case))
-
-    results = []
-    bar = tqdm(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
-    try:
-        if num_processes <= 1 or len(jobs) == 1:
-            for job in jobs:
-                results.append(_measure_case_files(job))
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")  # no forked copies of threads or big arrays
-            with context.Pool(min(num_processes, len(jobs)), initializer=_init_worker) as pool:
-                for result in pool.imap(_measure_case_files, jobs, chunksize=1):
-                    results.append(result)
-                    bar.update()
-    finally:
-        bar.close()
+        tasks.append(CaseTask(case.name, (case.name, [str(p) for p in case.image_files], str(case.label_file),
+                                          label_values, max_samples_per_case)))
+    summary = run_cases(CaseStage("fingerprint", _fingerprint_task), tasks, settings, progress=progress, log=log)
+    if summary.failed:
+        raise DatasetProblems(summary.failure_lines())
+    results = [summary.results()[task.name] for task in tasks]
 
     entries = [entry for entry, _ in results]
     pooled = np.concatenate([samples for _, samples in results], axis=1)
@@ -146,10 +142,8 @@ def load_fingerprint(dataset: str | int) -> dict:
     return data
 
 
-def _init_worker() -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one core per worker
+def _fingerprint_task(context, job) -> tuple[dict, np.ndarray]:
+    return _measure_case_files(job)
 
 
 def _measure_case_files(job) -> tuple[dict, np.ndarray]:

@@ -1,28 +1,30 @@
-"""Predicting many cases with reading, network and writing overlapped.
+"""Predicting many cases: a per-case stage on the runner, with reading, network and writing overlapped.
 
-While the network works on case ``i``, a reader thread loads and preprocesses case
-``i + 1`` (and ``i + 2``), and a writer thread restores case ``i - 1`` to its original
-grid and writes it. A case that fails (unreadable file, missing channel...) is reported by
-name with the reason and the others go on.
+Every worker (this process, a local worker process per CPU slot or GPU, or a Ray actor per
+GPU or CPU slot; :mod:`segforge.execution`) loads the model once and holds
+``prefetch + 1`` cases at a time in threads: while one case is in the network (one at a
+time per worker, under a lock), the next is read and preprocessed and the previous one is
+restored to its grid and written. A case that fails (unreadable file, missing channel...)
+is reported by name with the reason and the others go on; a case whose worker died is
+given to a fresh worker.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from segforge.errors import InputError
-from segforge.io.atomic import check_writable_folder, remove_stale_temporaries
+from segforge.execution import CaseStage, CaseTask, ExecutionSettings, TaskOutcome, run_cases
 from segforge.inference.export import write_prediction
 from segforge.inference.inputs import InputCase, output_file, read_case
 from segforge.inference.outputs import output_problem
+from segforge.io.atomic import check_writable_folder
 from segforge.inference.predictor import Predictor
 
-__all__ = ["CaseReport", "predict_cases", "case_is_done"]
+__all__ = ["CaseReport", "PredictorSpec", "predict_cases", "case_is_done", "prediction_stage"]
 
 
 @dataclass
@@ -36,9 +38,53 @@ class CaseReport:
     seconds: dict | None = None
 
 
+@dataclass(frozen=True)
+class PredictorSpec:
+    """How a worker builds its predictor (plain data: it travels to worker processes and Ray actors)."""
+
+    model_folder: str
+    folds: tuple[str, ...] | None = None
+    checkpoint: str = "final"
+    device: str | None = None
+    tta: bool = True
+    step: float = 0.5
+    backend: str = "torch"
+    mirror_axes: tuple[int, ...] | None = None
+    bf16: bool = False
+    options: dict = field(default_factory=dict)  # attributes set after loading, e.g. {"save_locator": True}
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> "PredictorSpec":
+        options = {"save_locator": True} if getattr(predictor, "save_locator", False) else {}
+        import torch
+
+        return cls(str(predictor.model.path), tuple(predictor.folds), predictor.checkpoint, predictor.device.type,
+                   predictor.tta, predictor.step, predictor.backend,
+                   tuple(predictor.mirror_axes) if predictor.tta else None,
+                   getattr(predictor, "amp_dtype", None) == torch.bfloat16, options)
+
+    def load(self, device: str | None = None) -> Predictor:
+        from segforge.inference.model import ModelFolder
+        from segforge.inference.predictor import create_predictor
+
+        predictor = create_predictor(ModelFolder.open(self.model_folder), folds=self.folds, checkpoint=self.checkpoint,
+                                     device=device or self.device, tta=self.tta, step=self.step, backend=self.backend,
+                                     mirror_axes=self.mirror_axes, bf16=self.bf16)
+        for name, value in self.options.items():
+            setattr(predictor, name, value)
+        return predictor
+
+
 def case_is_done(case: InputCase, output_folder, save_probabilities: bool, num_classes: int | None = None) -> bool:
     """The outputs are whole and readable (:func:`segforge.inference.outputs.output_problem`)."""
     return output_problem(case, output_folder, save_probabilities, num_classes) is None
+
+
+def prediction_stage(predictor: Predictor | PredictorSpec, prefetch: int = 2) -> CaseStage:
+    """The per-case stage: payload ``(InputCase, output folder, save_probabilities)``; the result
+    is the case's seconds per phase. A :class:`Predictor` is used as is (this process only)."""
+    return CaseStage("prediction", _predict_task, setup=_load_predictor, setup_arg=predictor,
+                     cases_per_worker=max(1, prefetch) + 1, uses_gpu=True)
 
 
 def predict_cases(
@@ -49,96 +95,85 @@ def predict_cases(
     skip_existing: bool = False,
     prefetch: int = 2,
     log: Callable[[str], None] = print,
+    execution: ExecutionSettings | None = None,
+    progress: bool = False,
 ) -> list[CaseReport]:
-    """Predict ``cases`` into ``output_folder``; one :class:`CaseReport` per case, in order."""
+    """Predict ``cases`` into ``output_folder``; one :class:`CaseReport` per case, in order.
+
+    ``execution``: executor, workers, GPUs and part (default: this process with ``predictor``);
+    other workers build their own predictor like ``predictor`` (:class:`PredictorSpec`).
+    With a part, only that part's cases are reported.
+    """
     output_folder = check_writable_folder(output_folder)
-    remove_stale_temporaries(output_folder)
-    reports: dict[str, CaseReport] = {}
-    todo = []
-    for case in cases:
-        problem = output_problem(case, output_folder, save_probabilities, predictor.num_classes) if skip_existing \
-            else "no output yet"
-        if problem is None:
-            reports[case.name] = CaseReport(case.name, output_file(case, output_folder), "skipped", "output complete")
-            log(f"{case.name}: skipped (output complete)")
+    execution = execution or ExecutionSettings(workers=1)
+    if execution.executor == "local" and execution.workers is None:
+        execution = execution.with_workers(1)  # locally, one process using every core unless -np says otherwise
+    in_process = execution.executor == "local" and execution.workers == 1 and not execution.num_gpus
+    stage = prediction_stage(predictor if in_process else PredictorSpec.of(predictor), prefetch)
+    by_name = {c.name: c for c in cases}
+    tasks = [CaseTask(c.name, (c, str(output_folder), save_probabilities)) for c in cases]
+
+    def report(outcome: TaskOutcome) -> None:
+        target = output_file(by_name[outcome.name], output_folder)
+        if outcome.status == "done":
+            seconds = outcome.result
+            parts = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+            log(f"{outcome.name}: {sum(seconds.values()):.2f} s ({parts}) -> {target}")
+        elif outcome.status == "skipped":
+            log(f"{outcome.name}: skipped (output complete)")
         else:
-            if skip_existing and problem != "no output yet":
-                log(f"{case.name}: predicting again: {problem}")
-            todo.append(case)
+            log(f"{outcome.name}: FAILED: {outcome.reason}")
 
-    label_names = dict(predictor.plans.labels)
-    with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="segforge-read") as readers, \
-            ThreadPoolExecutor(1, thread_name_prefix="segforge-write") as writer:
-        loading: deque[tuple[InputCase, Future]] = deque()
-        writing: deque[tuple[InputCase, Future]] = deque()
-        queue = iter(todo)
+    def is_done(task: CaseTask) -> bool:
+        problem = output_problem(by_name[task.name], output_folder, save_probabilities, predictor.num_classes)
+        if problem is not None and problem != "no output yet":
+            log(f"{task.name}: predicting again: {problem}")
+        return problem is None
 
-        def refill():
-            while len(loading) < max(1, prefetch):
-                case = next(queue, None)
-                if case is None:
-                    return
-                loading.append((case, readers.submit(_load, predictor, case)))
-
-        refill()
-        while loading:
-            case, future = loading.popleft()
-            refill()
-            target = output_file(case, output_folder)
-            try:
-                data, properties, geometry, seconds = future.result()
-                start = time.perf_counter()
-                probabilities = predictor.predict_preprocessed(data, properties)
-                seconds["network"] = time.perf_counter() - start
-                del data
-            except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
-                reports[case.name] = _failed(case, target, exc, log)
-                continue
-            while len(writing) >= 2:  # bound memory: at most two cases wait for the writer
-                _collect(writing.popleft(), output_folder, reports, log)
-            writing.append((case, writer.submit(
-                _export, predictor, probabilities, properties, geometry, target, save_probabilities, label_names,
-                seconds, case,
-            )))
-        while writing:
-            _collect(writing.popleft(), output_folder, reports, log)
-    return [reports[c.name] for c in cases]
+    summary = run_cases(stage, tasks, execution, is_done=is_done if skip_existing else None, output_folder=output_folder, progress=progress,
+                        log=None, on_outcome=report)
+    reports = []
+    for outcome in summary.outcomes:
+        target = output_file(by_name[outcome.name], output_folder)
+        reason = "output complete" if outcome.status == "skipped" else outcome.reason
+        seconds = outcome.result if outcome.status == "done" else None
+        reports.append(CaseReport(outcome.name, target, outcome.status, reason, seconds))
+    return reports
 
 
-def _load(predictor: Predictor, case: InputCase):
+class _Worker:
+    """A worker's predictor and the lock that keeps one case at a time in its network."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.network = threading.Lock()
+        self.label_names = dict(predictor.plans.labels)
+
+
+def _load_predictor(source: Predictor | PredictorSpec, device: str | None) -> _Worker:
+    return _Worker(source if not isinstance(source, PredictorSpec) else source.load(device))
+
+
+def _predict_task(worker: _Worker, payload: tuple[InputCase, str, bool]) -> dict:
+    case, output_folder, save_probabilities = payload
+    predictor = worker.predictor
     start = time.perf_counter()
     image, geometry = read_case(case)
-    read = time.perf_counter() - start
-    data, properties = predictor.preprocess(image, geometry)
-    seconds = {"read": read, "preprocess": time.perf_counter() - start - read}
-    return data, properties, geometry, seconds
-
-
-def _export(predictor, probabilities, properties, geometry, target, save_probabilities, label_names, seconds,
-            case=None):
+    seconds = {"read": time.perf_counter() - start}
     start = time.perf_counter()
+    data, properties = predictor.preprocess(image, geometry)
+    del image
+    seconds["preprocess"] = time.perf_counter() - start
+    with worker.network:
+        start = time.perf_counter()
+        probabilities = predictor.predict_preprocessed(data, properties)
+        seconds["network"] = time.perf_counter() - start
+    del data
+    start = time.perf_counter()
+    target = output_file(case, output_folder)
     labels, restored = predictor.restore(probabilities, properties, keep_probabilities=save_probabilities)
     del probabilities
-    write_prediction(labels, geometry, target, restored, label_names, source=case)
+    write_prediction(labels, geometry, target, restored, worker.label_names, source=case)
     predictor.export_extras(properties, target)
     seconds["export"] = time.perf_counter() - start
     return seconds
-
-
-def _collect(item, output_folder, reports, log) -> None:
-    case, future = item
-    target = output_file(case, output_folder)
-    try:
-        seconds = future.result()
-    except Exception as exc:  # noqa: BLE001 - reported by name; the other cases go on
-        reports[case.name] = _failed(case, target, exc, log)
-        return
-    reports[case.name] = CaseReport(case.name, target, "done", seconds=seconds)
-    parts = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
-    log(f"{case.name}: {sum(seconds.values()):.2f} s ({parts}) -> {target}")
-
-
-def _failed(case: InputCase, target: Path, exc: Exception, log) -> CaseReport:
-    reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-    log(f"{case.name}: FAILED: {reason}")
-    return CaseReport(case.name, target, "failed", reason)

@@ -13,7 +13,11 @@ that silently wrote less than it was given) raises :class:`WriteError` naming th
 and what went wrong, removes the temporary file and leaves the target as it was.
 
 Temporary names carry the writing process's id, so :func:`remove_stale_temporaries` can
-clear what a killed run left without touching the files of a run still going.
+clear what a killed run left without touching the files of a run still going. Inside a run
+of :mod:`segforge.execution` (whose workers may sit on other machines, where a process id
+says nothing) they carry the run's id too, ``.tmp-<pid>-<run>.<random>-<name>``: those are
+the run's own, cleared by the run's folder claim (``segforge.execution.claims``), never by
+process id.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ from segforge.errors import InputError
 
 __all__ = [
     "TMP_PREFIX",
+    "RUN_ID_ENV",
     "WriteError",
+    "temporary_name",
+    "temporary_run_id",
     "temporary_path",
     "write_text_atomic",
     "write_json_atomic",
@@ -47,6 +54,24 @@ __all__ = [
 
 TMP_PREFIX = ".tmp-"
 LOW_SPACE_BYTES = 1 << 20  # below this, a file that does not read back is blamed on a full disk
+RUN_ID_ENV = "SEGFORGE_RUN_ID"  # set by segforge.execution in the processes of a run
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A fresh temporary sibling of ``path``: ``.tmp-<pid>-[<run>.]<random>-NAME`` (same ending)."""
+    target = Path(path)
+    run = os.environ.get(RUN_ID_ENV, "")
+    return target.with_name(f"{TMP_PREFIX}{os.getpid()}-{run + '.' if run else ''}{uuid.uuid4().hex[:8]}-{target.name}")
+
+
+def temporary_run_id(name: str) -> str | None:
+    """The run id in a temporary file's name; None when it has none (or is not a temporary)."""
+    if not name.startswith(TMP_PREFIX):
+        return None
+    parts = name[len(TMP_PREFIX):].split("-", 2)
+    if len(parts) < 3 or "." not in parts[1]:
+        return None
+    return parts[1].split(".", 1)[0]
 
 
 class WriteError(InputError):
@@ -71,7 +96,7 @@ def temporary_path(path: str | os.PathLike, check: Callable[[Path], None] | None
     """
     target = Path(path)
     _make_folder(target.parent, target)
-    tmp = target.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{target.name}")
+    tmp = temporary_name(target)
     try:
         try:
             yield tmp
@@ -167,13 +192,17 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "output folder"
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, prefix: str = TMP_PREFIX) -> list[Path]:
-    """Remove ``prefix<pid>-...`` files and folders in ``folder`` whose process is gone (a killed run's)."""
+    """Remove ``prefix<pid>-...`` files and folders in ``folder`` whose process is gone (a killed run's).
+
+    Files of a run (with a run id) are left to that run's folder claim: their writer may live
+    on another machine.
+    """
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if not p.name.startswith(prefix):
+        if not p.name.startswith(prefix) or temporary_run_id(p.name) is not None:
             continue
         pid = p.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and process_alive(int(pid)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from segforge.errors import InputError
-from segforge.io.atomic import TMP_PREFIX, WriteError, describe_os_error, temporary_path
+from segforge.io.atomic import WriteError, describe_os_error, temporary_name, temporary_path
 from segforge.io.dicom import dicom_series_files, is_dicom_folder, list_dicom_series, pick_dicom_series, read_series_image
 from segforge.io.itk_messages import first_line
 from segforge.io.geometry import Geometry
@@ -209,7 +208,7 @@ def _sitk_write(image: sitk.Image, path: Path, compress: bool) -> None:
 def _write_detached(image: sitk.Image, path: Path, compress: bool, check) -> None:
     """A header naming its data file (``.mhd``, ``.nhdr``): the pair is written and checked in a
     temporary folder, then each file is moved in, the data file first and the header last."""
-    folder = path.parent / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}.d"
+    folder = temporary_name(path.with_name(f"{path.name}.d"))
     try:
         try:
             folder.mkdir(parents=True)

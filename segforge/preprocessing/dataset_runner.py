@@ -5,25 +5,26 @@ Layout (docs/architecture.md, "Preprocessed cases"):
 ``(C, z, y, x)``, plain ``np.save``: it memory-maps), ``CASE_seg.npy`` (int16
 ``(z, y, x)``) and ``CASE.json`` (properties), each written under a temporary name and
 renamed, the JSON last. A case is done when its JSON carries the configuration's
-``preprocessing_version`` and its arrays exist; anything else is redone, so a crashed or
-interrupted run resumes where it stopped and a changed plan redoes what it changes.
+``preprocessing_version`` and its arrays are whole and of the recorded shape; anything else
+is redone, so a crashed or interrupted run resumes where it stopped and a changed plan
+redoes what it changes.
 
-Workers read their case from disk themselves and send back only a short status, so
-memory stays around one case per worker.
+Cases run through :func:`segforge.execution.run_cases` (local processes, a Ray cluster, or
+one ``--part`` of a SLURM array): workers read their case from disk themselves and send
+back nothing but their status, so memory stays around one case per worker.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from segforge.errors import DatasetProblems, InputError
-from segforge.io.atomic import TMP_PREFIX, remove_stale_temporaries, save_npy_atomic, write_text_atomic
+from segforge.execution import CaseStage, CaseTask, ExecutionSettings, RunSummary, run_cases
+from segforge.io.atomic import TMP_PREFIX, save_npy_atomic, write_text_atomic
 from segforge.io.dataset import RawCase, RawDataset
 from segforge.paths import preprocessed_root
 from segforge.planning.plans import Configuration, Plans
@@ -33,7 +34,8 @@ from segforge.preprocessing.case import (
     preprocessing_version,
 )
 
-__all__ = ["TMP_PREFIX", "preprocess_dataset", "preprocess_raw_case", "case_is_done", "case_files", "write_case"]
+__all__ = ["TMP_PREFIX", "preprocess_dataset", "preprocess_raw_case", "case_is_done", "case_files", "write_case",
+           "preprocessing_stage"]
 
 
 def case_files(folder: Path, case: str) -> tuple[Path, Path, Path]:
@@ -42,7 +44,8 @@ def case_files(folder: Path, case: str) -> tuple[Path, Path, Path]:
 
 
 def case_is_done(folder: Path, case: str, version: str, has_label: bool) -> bool:
-    """True when ``CASE.json`` says ``preprocessing_version == version`` and the arrays exist."""
+    """True when ``CASE.json`` says ``preprocessing_version == version`` and the arrays are whole
+    ``.npy`` files (only their headers are read) of the shape the JSON records."""
     data_file, seg_file, json_file = case_files(folder, case)
     try:
         properties = json.loads(json_file.read_text())
@@ -50,7 +53,18 @@ def case_is_done(folder: Path, case: str, version: str, has_label: bool) -> bool
         return False
     if not isinstance(properties, dict) or properties.get("preprocessing_version") != version:
         return False
-    return data_file.is_file() and (seg_file.is_file() or not has_label)
+    shape = tuple(properties.get("preprocessed_shape") or ())
+    if not _whole_array(data_file, shape, np.float32):
+        return False
+    return _whole_array(seg_file, shape, np.int16) if has_label else True
+
+
+def _whole_array(path: Path, shape: tuple, dtype) -> bool:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)  # a truncated file does not map
+    except (OSError, ValueError):
+        return False
+    return array.dtype == dtype and tuple(array.shape[-3:]) == shape
 
 
 def write_case(folder: Path, case: str, data: np.ndarray, seg: np.ndarray | None, properties: dict) -> None:
@@ -83,19 +97,14 @@ def preprocess_raw_case(case: RawCase, configuration: Configuration, folder: Pat
     write_case(folder, case.name, data, seg, properties)
 
 
-def _worker_init(threads: int) -> None:
-    import torch
+def preprocessing_stage(identifier: str) -> CaseStage:
+    """The per-case stage: payload ``(RawCase, Configuration, folder)``."""
+    return CaseStage(f"preprocessing {identifier}", _preprocess_task)
 
-    torch.set_num_threads(threads)
 
-
-def _run_task(task: tuple[RawCase, Configuration, str]) -> tuple[str, str | None]:
-    case, configuration, folder = task
-    try:
-        preprocess_raw_case(case, configuration, Path(folder))
-    except InputError as exc:
-        return case.name, str(exc)
-    return case.name, None
+def _preprocess_task(context, payload: tuple[RawCase, Configuration, str]) -> None:
+    case, configuration, folder = payload
+    preprocess_raw_case(case, configuration, Path(folder))
 
 
 def preprocess_dataset(
@@ -105,13 +114,16 @@ def preprocess_dataset(
     num_processes: int = 2,
     cases: list[str] | None = None,
     progress: bool = True,
+    execution: ExecutionSettings | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, list[str]]:
     """Preprocess the training cases (all, or those named in ``cases``) for each configuration.
 
     Finished cases are skipped; returns ``{data_identifier: [cases preprocessed now]}``.
     Configurations sharing a ``data_identifier`` are preprocessed once (they must then
-    preprocess alike). Problems with cases are collected and raised together as
-    :class:`DatasetProblems` after all other cases are written.
+    preprocess alike). ``execution``: executor, workers and part (default: ``num_processes``
+    local processes); ``log`` gets each run's summary line. Problems with cases are collected
+    and raised together as :class:`DatasetProblems` after all other cases are written.
     """
     ds = dataset if isinstance(dataset, RawDataset) else RawDataset.open(dataset)
     raw_cases = ds.training_cases()
@@ -133,52 +145,27 @@ def preprocess_dataset(
                 "but preprocess differently; give them different data_identifier values"
             )
 
+    settings = execution or ExecutionSettings(workers=max(1, int(num_processes)))
     done_now: dict[str, list[str]] = {}
     problems: list[str] = []
     for identifier, configuration in by_identifier.items():
-        folder = preprocessed_root() / ds.name / identifier
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(folder)  # left by a run that was killed mid-write
-        version = preprocessing_version(configuration)
-        todo = [c for c in raw_cases if not case_is_done(folder, c.name, version, c.label_file is not None)]
-        done_now[identifier] = []
-        tasks = [(c, configuration, str(folder)) for c in todo]
-        bar = tqdm(total=len(tasks), desc=f"preprocessing {identifier}", unit="case", disable=not progress)
-        for name, problem in _map(tasks, num_processes):
-            bar.update(1)
-            if problem is None:
-                done_now[identifier].append(name)
-            else:
-                problems.append(problem)
-        bar.close()
+        summary = _preprocess_folder(ds, identifier, configuration, raw_cases, settings, progress, log)
+        done_now[identifier] = summary.done
+        problems += summary.failure_lines()
     if problems:
         raise DatasetProblems(problems)
     return done_now
 
 
-def _map(tasks: list, num_processes: int):
-    """``_run_task`` over ``tasks`` in this process or in a worker pool, results as they finish."""
-    if not tasks:
-        return
-    processes = max(1, min(int(num_processes), len(tasks)))
-    if processes == 1:
-        for task in tasks:
-            yield _run_task(task)
-        return
-    threads = max(1, (os.cpu_count() or 1) // processes)
-    with _context().Pool(processes, initializer=_worker_init, initargs=(threads,)) as pool:
-        yield from pool.imap_unordered(_run_task, tasks, chunksize=1)
-
-
-def _context():
-    """Fresh worker processes without this process's threads (torch/OpenMP are not fork-safe).
-
-    A fork server imports torch and segforge once and forks the workers from that clean
-    process, which is much faster than every spawned worker importing them again; where
-    there is no fork server (Windows), workers are spawned.
-    """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
+def _preprocess_folder(ds: RawDataset, identifier: str, configuration: Configuration, raw_cases: list[RawCase],
+                       settings: ExecutionSettings, progress: bool, log) -> RunSummary:
+    folder = preprocessed_root() / ds.name / identifier
+    folder.mkdir(parents=True, exist_ok=True)
+    version = preprocessing_version(configuration)
+    labelled = {c.name: c.label_file is not None for c in raw_cases}
+    tasks = [CaseTask(c.name, (c, configuration, str(folder))) for c in raw_cases]
+    return run_cases(
+        preprocessing_stage(identifier), tasks, settings,
+        is_done=lambda task: case_is_done(folder, task.name, version, labelled[task.name]),
+        output_folder=folder, progress=progress, log=log,
+    )

@@ -11,6 +11,10 @@ What ``segforge_plan_and_preprocess`` runs. Everything lands in
   deterministic, so it always runs (with this run's memory budget and overrides).
 * ``<data_identifier>/`` per configuration (step 4), by
   :func:`segforge.preprocessing.preprocess_dataset`, which skips finished cases.
+
+Steps 2 and 4 run on the executor ``execution`` names (local processes or Ray). With a
+``part`` (a SLURM array task), only step 4 runs, for that part's cases, from the
+``plans.json`` a whole run (``--plan-only``) wrote before (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Callable
 
 from segforge import paths
 from segforge.errors import DatasetProblems, InputError
+from segforge.execution import ExecutionSettings, FolderClaim, new_run_id
 from segforge.io.atomic import copy_file_atomic, write_json_atomic
 from segforge.io.dataset import RawDataset
 from segforge.planning.overrides import PlanOverrides
@@ -85,19 +90,39 @@ def plan_and_preprocess(
     plan_only: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    execution: ExecutionSettings | None = None,
 ) -> Plans | None:
     """Run the steps for ``dataset`` (id, name or raw folder); returns the plans (None
-    with ``verify_only``). Raises :class:`DatasetProblems` when verification finds any."""
+    with ``verify_only``). Raises :class:`DatasetProblems` when verification finds any.
+
+    ``execution``: executor and workers of steps 2 and 4 (default: ``num_processes`` local
+    processes); with a ``part``, only this part's share of step 4 (see the module docstring)."""
     ds = RawDataset.open(dataset)
     out = paths.preprocessed_root() / ds.name
-    signature = raw_signature(ds.root)
-    state = _read_state(out / SIGNATURE_FILE)
+    execution = execution or ExecutionSettings(workers=max(1, int(num_processes)))
+    if execution.part is not None and (verify_only or plan_only):
+        raise InputError("--part preprocesses one share of the cases; verify and plan without --part")
+    # one run at a time writes the dataset's state and plans; the parts of one array share them (they only read)
+    with FolderClaim(out, new_run_id(), execution.shard, "plan_and_preprocess"):
+        signature = raw_signature(ds.root)
+        state = _read_state(out / SIGNATURE_FILE)
+        same_raw = state.get("raw_signature") == signature
+        if execution.part is not None:
+            return _preprocess_part(ds, out, same_raw and state.get("fingerprint_sha256"), configurations, execution,
+                                    log)
+        return _run_steps(ds, out, signature, state, gpu_memory_gb, configurations, overrides, verify_only,
+                          plan_only, progress, log, num_processes, execution)
+
+
+def _run_steps(ds: RawDataset, out: Path, signature: str, state: dict, gpu_memory_gb, configurations, overrides,
+               verify_only, plan_only, progress, log, num_processes, execution) -> Plans | None:
+    """Steps 1-4 of a whole run (the claim on ``out`` is held)."""
     same_raw = state.get("raw_signature") == signature
 
     # 1. verify the raw dataset
     if verify_only or not (same_raw and state.get("verified")):
         log(f"[1/4] verifying {ds.root}")
-        problems = _verify(ds, num_processes, progress)
+        problems = _verify(ds, num_processes, progress, execution)
         if problems:
             raise DatasetProblems(problems)
         state = {**(state if same_raw else {}), "raw_signature": signature, "verified": True}
@@ -117,8 +142,8 @@ def plan_and_preprocess(
             fingerprint = json.loads(text)
             log(f"[2/4] fingerprint of the unchanged raw dataset reused: {fingerprint_path}")
     if fingerprint is None:
-        log(f"[2/4] extracting the fingerprint ({num_processes} processes)")
-        fingerprint = _extract_fingerprint(ds, num_processes)
+        log("[2/4] extracting the fingerprint")
+        fingerprint = _extract_fingerprint(ds, execution, progress, log)
         write_json_atomic(fingerprint_path, fingerprint)
         state["fingerprint_sha256"] = hashlib.sha256(fingerprint_path.read_bytes()).hexdigest()
         write_json_atomic(out / SIGNATURE_FILE, state)
@@ -137,28 +162,75 @@ def plan_and_preprocess(
 
     # 4. preprocess
     names = configurations_to_preprocess(plans, configurations)
-    log(f"[4/4] preprocessing {', '.join(names)} ({num_processes} processes)")
-    _preprocess(ds.name, plans, names, num_processes)
+    log(f"[4/4] preprocessing {', '.join(names)}")
+    _preprocess(ds.name, plans, names, execution, progress, log)
     log(f"done: {out}")
     return plans
 
 
-def _verify(ds: RawDataset, num_processes: int, progress: bool) -> list[str]:
+def _preprocess_part(ds: RawDataset, out: Path, fingerprinted: bool, configurations: list[str] | None,
+                     execution: ExecutionSettings, log) -> Plans:
+    """One part of step 4, from the plans a whole run wrote for the unchanged raw dataset."""
+    part = f"part {execution.part}/{execution.num_parts}"
+    if not fingerprinted or not (out / PLANS_FILE).is_file():
+        raise InputError(f"{part}: plan first, once, without --part (segforge_plan_and_preprocess -d {ds.name} "
+                         "--plan-only), then start the parts; the raw dataset is new or changed since its plans",
+                         out / PLANS_FILE)
+    plans = Plans.load(out / PLANS_FILE)
+    names = configurations_to_preprocess(plans, configurations)
+    log(f"{part}: preprocessing {', '.join(names)} with {out / PLANS_FILE}")
+    _preprocess(ds.name, plans, names, execution, True, log)
+    return plans
+
+
+def _verify(ds: RawDataset, num_processes: int, progress: bool, execution: ExecutionSettings) -> list[str]:
     from segforge.io.verify import verify_dataset
 
-    return verify_dataset(ds, num_processes=num_processes, progress=progress)
+    pool = _RunnerPool(execution) if execution.executor != "local" else None
+    return verify_dataset(ds, num_processes=num_processes, progress=progress, pool=pool)
 
 
-def _extract_fingerprint(ds: RawDataset, num_processes: int) -> dict:
+class _RunnerPool:
+    """``verify_dataset``'s ``pool``: its per-case checks as a stage of the task runner (on Ray,
+    the cluster reads the files, not this machine alone)."""
+
+    def __init__(self, execution: ExecutionSettings):
+        self.execution = execution
+
+    def imap(self, function, items):
+        from segforge.execution import CaseStage, CaseTask, run_cases
+
+        items = list(items)
+        tasks = [CaseTask(str(i), item) for i, item in enumerate(items)]
+        stage = CaseStage("verify", _apply, setup=_given, setup_arg=function)
+        summary = run_cases(stage, tasks, self.execution, progress=False, log=None)
+        for item, outcome in zip(items, summary.outcomes):
+            if outcome.status == "done":
+                yield outcome.result
+            else:
+                name = getattr(getattr(item, "case", None), "name", outcome.name)
+                yield [f"case {name}: could not be checked ({outcome.reason})"]
+
+
+def _given(function, device):
+    return function
+
+
+def _apply(function, item):
+    return function(item)
+
+
+def _extract_fingerprint(ds: RawDataset, execution: ExecutionSettings, progress: bool, log) -> dict:
     from segforge.fingerprint import extract_fingerprint
 
-    return extract_fingerprint(ds, num_processes=num_processes)
+    return extract_fingerprint(ds, progress=progress, execution=execution, log=log)
 
 
-def _preprocess(dataset_name: str, plans: Plans, names: list[str], num_processes: int) -> None:
+def _preprocess(dataset_name: str, plans: Plans, names: list[str], execution: ExecutionSettings, progress: bool,
+                log) -> None:
     from segforge.preprocessing import preprocess_dataset
 
-    preprocess_dataset(dataset_name, plans, names, num_processes)
+    preprocess_dataset(dataset_name, plans, names, progress=progress, execution=execution, log=log)
 
 
 def _read_state(path: Path) -> dict:

@@ -91,3 +91,11 @@ def test_compare_nnunet_smoke(tmp_path):
     sf = result["segforge"]
     assert sf["plan_seconds"] > 0 and sf["iters_per_second"] > 0 and sf["predict_seconds_per_case"] > 0
     assert 0 <= sf["dice"] <= 1
+
+
+@pytest.mark.slow
+def test_scaling_smoke(tmp_path):
+    r = _smoke("bench_scaling.py", tmp_path, "--no-ray")
+    assert r["preprocessing"]["local"]["cases"] == 2 and r["preprocessing"]["local"]["cases_per_minute"] > 0
+    assert set(r["prediction"]) == {"1 process x 2 threads", "2 processes x 1 thread"}
+    assert all(row["cases"] == 4 for row in r["prediction"].values())

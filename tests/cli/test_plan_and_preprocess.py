@@ -57,7 +57,7 @@ def _fingerprint(ds) -> dict:
 def test_plan_only_writes_plans_with_overrides(folders, capsys, monkeypatch):
     make_synthetic_dataset(904, "Tiny", num_train=2, num_test=0, shape=(12, 24, 24), raw_root=folders / "raw")
 
-    def extract(ds, num_processes):
+    def extract(ds, execution, progress, log):
         return _fingerprint(ds)
 
     monkeypatch.setattr(experiment, "_extract_fingerprint", extract)

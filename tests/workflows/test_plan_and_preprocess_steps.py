@@ -36,19 +36,19 @@ def raw(tmp_path):
 def recorders(monkeypatch, fingerprint_factory):
     calls = {"verify": 0, "fingerprint": 0, "preprocess": []}
 
-    def verify(ds, num_processes, progress):
+    def verify(ds, num_processes, progress, execution):
         calls["verify"] += 1
         return []
 
-    def extract(ds, num_processes):
+    def extract(ds, execution, progress, log):
         calls["fingerprint"] += 1
         fp = fingerprint_factory(spacings=[2.0, 1.5, 1.5], shapes=[[12, 24, 24]] * 2)
         fp["dataset_name"] = ds.name
         fp["labels"] = dict(ds.labels)
         return fp
 
-    def preprocess(name, plans, names, num_processes):
-        calls["preprocess"].append((name, list(names), num_processes))
+    def preprocess(name, plans, names, execution, progress, log):
+        calls["preprocess"].append((name, list(names), execution.workers))
 
     monkeypatch.setattr(experiment, "_verify", verify)
     monkeypatch.setattr(experiment, "_extract_fingerprint", extract)
