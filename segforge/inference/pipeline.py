@@ -65,7 +65,7 @@ class PredictorSpec:
 
     def load(self, device: str | None = None) -> Predictor:
         from segforge.inference.model import ModelFolder
-        from segforge.inference.predictor import create_predictor
+        from segforge.inference.registry import create_predictor
 
         predictor = create_predictor(ModelFolder.open(self.model_folder), folds=self.folds, checkpoint=self.checkpoint,
                                      device=device or self.device, tta=self.tta, step=self.step, backend=self.backend,

@@ -3,7 +3,7 @@ two runs into one output folder do not mix."""
 
 import numpy as np
 import pytest
-from inference_fixtures import blob_image, write_case
+from helpers.inference_fixtures import blob_image, write_case
 
 from segforge.cli.predict import main
 from segforge.execution import ExecutionSettings, FolderClaim

@@ -3,7 +3,7 @@ a model per actor, the same files as the local executor."""
 
 import numpy as np
 import pytest
-from inference_fixtures import blob_image, write_case
+from helpers.inference_fixtures import blob_image, write_case
 
 from segforge.cli.predict import main
 from segforge.io.image import read_image
