@@ -1,14 +1,19 @@
 """`segforge_train ID FOLD [-c CONFIG] [--epochs N] [--iters-per-epoch N] [--val-iters N] [--max-minutes M]
 [--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
-[--lr LR] [--num-workers N] [--tensorboard] [--no-progress-bar] [--no-plots] [--validation-only]`.
+[--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--tensorboard]
+[--no-progress-bar] [--no-plots] [--validation-only]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
-locator first and then the segmenter. Exit codes: 0 done, 2 bad arguments or data.
+locator first and then the segmenter. ``--num-gpus N`` starts the command again as N processes
+under torchrun (started by torchrun or SLURM it joins their run instead). Exit codes: 0 done,
+2 bad arguments or data.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 
 from segforge.cli._runner import CommandParser, run_command
@@ -39,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial learning rate (default: the optimizer's, 1e-2 sgd, 1e-3 adamw, 3e-3 adam)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data loading processes (default: CPU count - 1, at most 12; 0 = in this process)")
+    p.add_argument("--augment-on", choices=("gpu", "cpu"), default=None,
+                   help="gpu: batched torch augmentation on the training device (the loader workers only read "
+                        "each sample's source box); cpu: batchgenerators in the workers (default: gpu on CUDA, "
+                        "cpu otherwise)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the network (default: on CUDA only)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="do not torch.compile the network")
+    p.add_argument("--num-gpus", type=int, default=1,
+                   help="train as this many processes on this machine (one per GPU; with --device cpu, CPU "
+                        "processes talking through gloo), started through torchrun (default 1)")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to fold_K/tensorboard")
     p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no per-epoch progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false",
@@ -51,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
 
     def body() -> int:
@@ -58,11 +74,14 @@ def main(argv=None) -> int:
         from segforge.data.splits import parse_fold
         from segforge.planning.plans import Plans
         from segforge.devices import resolve_device
+        from segforge.errors import InputError
         from segforge.training.options import TrainingOptions
         from segforge.workflows.train import segmentation_model_folder, train_fold
         from segforge.workflows.validation import validate_fold
 
         fold = parse_fold(args.fold)
+        if args.num_gpus < 1:
+            raise InputError(f"--num-gpus must be at least 1, got {args.num_gpus}")
         from segforge.networks.registry import check_buildable
 
         plans_file = paths.preprocessed_dataset_dir(args.dataset) / "plans.json"
@@ -77,11 +96,38 @@ def main(argv=None) -> int:
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
             optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, tensorboard=args.tensorboard,
-            progress_bar=args.progress_bar, plots=args.plots)
+            progress_bar=args.progress_bar, plots=args.plots, augment_on=args.augment_on, compile=args.compile)
+        if args.num_gpus > 1 and not under_launcher():
+            return relaunch(plans, args, argv, device)
         train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate)
         return 0
 
     return run_command(PROG, body)
+
+
+def under_launcher() -> bool:
+    from segforge.training.distributed import under_launcher as launched
+
+    return launched()
+
+
+def relaunch(plans, args, argv: list[str], device: str) -> int:
+    """This command again as ``--num-gpus`` processes under torchrun; its exit code."""
+    import torch
+
+    from segforge.errors import InputError
+    from segforge.training.distributed import batch_share, torchrun_command
+
+    n = args.num_gpus
+    if device.startswith("cuda") and torch.cuda.device_count() < n:
+        raise InputError(f"--num-gpus {n} but this machine has {torch.cuda.device_count()} GPU(s)")
+    conf = plans.configuration(args.configuration)
+    batch_share(conf.batch_size, 0, n)  # refuses a batch that n processes cannot share, before starting them
+    if conf.cascade is not None and conf.cascade.locator_configuration in plans.configurations:
+        batch_share(plans.configuration(conf.cascade.locator_configuration).batch_size, 0, n)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # torchrun would set 1
+    return subprocess.call(torchrun_command("segforge.cli.train", argv, n), env=env)
 
 
 if __name__ == "__main__":

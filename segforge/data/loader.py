@@ -55,17 +55,22 @@ class ValidationBatches:
 
     In worker ``k`` of ``num_workers`` it yields batches ``k, k + num_workers, ...`` (mod
     ``num_batches``), which the round-robin collection puts back in order ``0, 1, 2, ...``.
+    Process ``rank`` of ``world_size`` (a distributed run) takes batches ``rank, rank + world_size,
+    ...`` of the same list the same way, so together the processes validate every batch once.
     """
 
-    def __init__(self, sampler: PatchSampler, num_batches: int, seed: int, num_workers: int = 1):
+    def __init__(self, sampler: PatchSampler, num_batches: int, seed: int, num_workers: int = 1, rank: int = 0,
+                 world_size: int = 1):
         self.sampler = sampler
         self.num_batches = max(1, int(num_batches))
         self.seed = int(seed)
-        self.step = max(1, int(num_workers))
-        self.next_index = 0
+        self.rank, self.world_size = int(rank), max(1, int(world_size))
+        self.workers = max(1, int(num_workers))
+        self.step = self.workers * self.world_size
+        self.next_index = self.rank
 
     def set_thread_id(self, thread_id: int) -> None:
-        self.next_index = thread_id
+        self.next_index = self.rank + thread_id * self.world_size
 
     def __iter__(self):
         return self
@@ -76,14 +81,17 @@ class ValidationBatches:
         return self.sampler.sample_batch(np.random.RandomState((self.seed + i) % 2**32))
 
 
-def default_num_workers() -> int:
-    """One fewer than the CPU count (the main process feeds the network), between 1 and 12."""
-    return int(min(12, max(1, (os.cpu_count() or 2) - 1)))
+def default_num_workers(processes: int = 1) -> int:
+    """One fewer than the CPU count (the main process feeds the network), between 1 and 12; with
+    ``processes`` training processes on the machine, each gets its share."""
+    processes = max(1, int(processes))
+    return int(min(12, max(1, ((os.cpu_count() or 2) - processes) // processes)))
 
 
-def worker_seeds(seed: int, start_epoch: int, num_workers: int, stream: int = 0) -> list[int]:
-    """Distinct worker seeds for a run starting at ``start_epoch`` (a resumed run gets fresh streams)."""
-    ss = np.random.SeedSequence([int(seed), int(start_epoch), int(stream)])
+def worker_seeds(seed: int, start_epoch: int, num_workers: int, stream: int = 0, rank: int = 0) -> list[int]:
+    """Distinct worker seeds for a run starting at ``start_epoch`` (a resumed run gets fresh streams);
+    process ``rank`` of a distributed run gets its own (rank 0's are a single process's)."""
+    ss = np.random.SeedSequence([int(seed), int(start_epoch), int(stream)] + ([int(rank)] if rank else []))
     return [int(s) for s in ss.generate_state(max(1, num_workers))]
 
 

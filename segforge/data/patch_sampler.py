@@ -154,18 +154,27 @@ class PatchSampler:
 
     def sample_patch(self, case: str, force_fg: bool, rng) -> tuple[np.ndarray, np.ndarray]:
         """One patch of ``case``: data (C, *sample_size) float32, seg (1, *sample_size) int16."""
-        image, labels = self.store.data(case), self.store.seg(case)
+        z, lower = self.choose_location(case, force_fg, rng)
+        return self.read(case, z, lower, self.sample_size)
+
+    def choose_location(self, case: str, force_fg: bool, rng) -> tuple[int | None, np.ndarray]:
+        """``(slice z or None for 3D, lower corner of the sample_size region)`` of one patch of ``case``."""
+        labels = self.store.seg(case)
         props = self.store.properties(case) if force_fg else None
         if self.dims == 3:
-            lower = self.choose_lower_corner(case, np.asarray(labels.shape), props, rng)
-            d = read_region(image, lower, self.sample_size)
-            s = read_region(labels, lower, self.sample_size)
-        else:
-            z, point = self._choose_slice(labels.shape[0], props, rng)
-            lower = self.choose_lower_corner(case, np.asarray(labels.shape[1:]), point, rng)
-            d = read_region(image[:, z], lower, self.sample_size)
-            s = read_region(labels[z], lower, self.sample_size)
-        return np.asarray(d, dtype=np.float32), np.asarray(s, dtype=np.int16)[None]
+            return None, self.choose_lower_corner(case, np.asarray(labels.shape), props, rng)
+        z, point = self._choose_slice(labels.shape[0], props, rng)
+        return z, self.choose_lower_corner(case, np.asarray(labels.shape[1:]), point, rng)
+
+    def read(self, case: str, z: int | None, lower, size, image_dtype=np.float32,
+             label_dtype=np.int16) -> tuple[np.ndarray, np.ndarray]:
+        """``(data (C, *size), seg (1, *size))`` of ``case`` from ``lower`` (in slice ``z`` for 2D), zero outside."""
+        image, labels = self.store.data(case), self.store.seg(case)
+        if z is not None:
+            image, labels = image[:, z], labels[z]
+        d = read_region(image, lower, size)
+        s = read_region(labels, lower, size)
+        return np.asarray(d, dtype=image_dtype), np.asarray(s, dtype=label_dtype)[None]
 
     def _choose_slice(self, n_slices: int, props: dict | None, rng):
         """2D: a slice and (for foreground patches) the in-plane point to contain."""

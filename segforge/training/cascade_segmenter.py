@@ -19,7 +19,7 @@ from segforge import paths
 from segforge.cascade.crop import crop_box_around
 from segforge.cascade.grids import case_centroid_voxel
 from segforge.training.locator_trainer import LOCATOR_VALIDATION_FILE, LocatorTrainer
-from segforge.data import PatchSampler, sample_region_size
+from segforge.data import PatchSampler
 from segforge.errors import InputError
 from segforge.planning.plans import Configuration, Plans
 from segforge.training.reporting import write_json
@@ -121,14 +121,13 @@ class CascadeSegmentationTrainer(SegmentationTrainer):
         self.log(f"cascade crops {self.configuration.cascade.crop_size}, centre jitter std "
                  f"{', '.join(f'{v:.2f}' for v in self.jitter['std_zyx_mm'])} mm (z, y, x) from {self.jitter['source']}")
 
-    def _sampler(self, cases, sample_size=None) -> CascadePatchSampler:
-        return CascadePatchSampler(self.store, cases, self.configuration.patch_size, self.configuration.batch_size,
+    def _sampler(self, cases, batch_size: int, sample_size=None) -> CascadePatchSampler:
+        return CascadePatchSampler(self.store, cases, self.configuration.patch_size, batch_size,
                                    self.configuration.cascade.crop_size, self.jitter["std_zyx_voxels"],
                                    sample_size=sample_size)
 
     def build_training_sampler(self) -> PatchSampler:
-        patch = self.configuration.patch_size
-        return self._sampler(self.train_cases, sample_region_size(patch, self.options.augmentation))
+        return self._sampler(self.train_cases, self.batch_size, self.training_sample_size())
 
     def build_validation_sampler(self) -> PatchSampler:
-        return self._sampler(self.val_cases)
+        return self._sampler(self.val_cases, self.configuration.batch_size)

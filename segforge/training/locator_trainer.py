@@ -41,7 +41,13 @@ from segforge.data import make_loader, worker_seeds
 from segforge.errors import InputError
 from segforge.networks import build_network
 from segforge.networks.unet import deep_supervision_scales
-from segforge.training.losses import DeepSupervisionLoss, heatmap_kl_loss, heatmap_mse_loss, relative_heatmap_mse
+from segforge.training.losses import (
+    DeepSupervisionLoss,
+    heatmap_kl_loss,
+    heatmap_mse_loss,
+    in_graph,
+    relative_heatmap_mse,
+)
 from segforge.training.reporting import write_json
 from segforge.training.trainer import Trainer
 
@@ -79,6 +85,10 @@ class LocatorTrainer(Trainer):
         self.classes = heatmap_channels(self.plans.labels)
         self.n_heatmaps = 1 if self.settings.target == "union" else len(self.classes)
         self.result: dict | None = None  # locator_validation.json's content after run()
+        if self.augment_on == "gpu" and self.options.augment_on == "gpu":
+            self.log("the locator's light whole-image augmentation runs in its loader workers (--augment-on gpu "
+                     "applies to the patch trainers)")
+        self.augment_on = "cpu"
 
     # --- set-up --------------------------------------------------------------------------------
     def build_network(self) -> torch.nn.Module:
@@ -92,15 +102,16 @@ class LocatorTrainer(Trainer):
         self.scales = deep_supervision_scales(self.configuration.network)
         trivial = None if self.settings.loss == "kl" else 1.0  # relative MSE of the all-zero map
         self.curriculum = SigmaCurriculum.from_settings(self.settings, trivial_loss=trivial)
-        self.loss = DeepSupervisionLoss(heatmap_kl_loss if self.settings.loss == "kl" else relative_heatmap_mse)
-        self.batches = LocatorBatches(self.train_data, self.canvas, self.configuration.batch_size,
-                                      self.settings.symmetric, seed=self.options.seed)
+        self.loss = DeepSupervisionLoss(heatmap_kl_loss if self.settings.loss == "kl" else relative_heatmap_mse,
+                                        keep_all_outputs=self.dist.enabled)
+        self.batches = LocatorBatches(self.train_data, self.canvas, self.batch_size,
+                                      self.settings.symmetric, seed=self.rank_seed(self.options.seed))
         self._plotted_sigmas: set[float] = set()
 
     def make_training_loader(self):
         """Augmented whole-image batches, made in ``num_workers`` processes (in this one with 0)."""
         n = self.num_workers
-        return make_loader(self.batches, None, n, worker_seeds(self.options.seed, self.start_epoch, n, 0),
+        return make_loader(self.batches, None, n, worker_seeds(self.options.seed, self.start_epoch, n, 0, self.dist.rank),
                            self.device.type == "cuda")
 
     # --- one step ------------------------------------------------------------------------------
@@ -115,9 +126,11 @@ class LocatorTrainer(Trainer):
     def training_loss(self, batch: dict) -> torch.Tensor:
         target = self.targets(batch["target"], self.curriculum.sigma)
         out = self.network(batch["data"])
+        unused = []
         if self.settings.loss == "kl" and isinstance(out, (list, tuple)):
-            out = out[:1]  # KL on coarse logits adds little; the full-resolution map matters
-        return self.loss(out, self.scaled_targets(target))
+            out, unused = out[:1], out[1:]  # KL on coarse logits adds little; the full-resolution map matters
+        loss = self.loss(out, self.scaled_targets(target))
+        return loss + in_graph(unused) if self.dist.enabled else loss
 
     # --- epochs --------------------------------------------------------------------------------
     def before_epoch(self, epoch: int) -> None:
@@ -130,6 +143,7 @@ class LocatorTrainer(Trainer):
         """Metrics at the epoch's sigma over (at most ``val_iters``) validation cases; then the curriculum moves."""
         sigma = self.curriculum.sigma
         metrics, _ = self.evaluate_cases(self.val_data[: self.options.val_iters], sigma)
+        metrics = self.dist.broadcast_object(metrics)  # every process validated alike; rank 0's numbers move all
         self.curriculum.update(epoch, metrics["val_loss"])
         return {"sigma": sigma, **metrics}
 
@@ -236,4 +250,6 @@ class LocatorTrainer(Trainer):
     def load_extra_state(self, checkpoint: dict) -> None:
         self.curriculum.load_state_dict(checkpoint["curriculum"])
         self.batches.rng.bit_generator.state = json.loads(checkpoint["batch_generator"])
+        if not self.dist.is_main:  # the checkpoint holds rank 0's stream
+            self.batches.rng = np.random.default_rng(self.rank_seed(self.options.seed, self.start_epoch))
         self._plotted_sigmas = {row["sigma"] for row in self.history}

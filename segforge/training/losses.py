@@ -27,6 +27,7 @@ __all__ = [
     "deep_supervision_weights",
     "deep_supervision_scales",
     "downsample_target",
+    "in_graph",
     "heatmap_mse_loss",
     "relative_heatmap_mse",
     "heatmap_kl_loss",
@@ -51,12 +52,19 @@ class DiceCELoss(nn.Module):
     ``(2 * sum(p_k * g_k) + smooth) / (sum(p_k) + sum(g_k) + smooth)`` with ``p`` the softmax.
     A class absent from both prediction and target scores Dice 1 thanks to ``smooth``.
     A perfect confident prediction gives ~0; the loss is never negative.
+
+    Across the processes of a distributed run (each holding part of the batch) ``sum_terms``
+    (:func:`segforge.training.distributed.sum_across_ranks`) adds the batch Dice's sums of every
+    process, and ``ce_scale`` (``processes * local batch / global batch``) weighs the local
+    cross-entropy so that DDP's mean of the gradients is the gradient of the whole batch's loss.
     """
 
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
-                 batch_dice: bool = True):
+                 batch_dice: bool = True, sum_terms: Callable | None = None, ce_scale: float = 1.0):
         super().__init__()
         self.dice_weight, self.ce_weight, self.smooth, self.batch_dice = dice_weight, ce_weight, smooth, batch_dice
+        self.sum_terms = sum_terms
+        self.ce_scale = float(ce_scale)
 
     def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice)."""
@@ -66,13 +74,15 @@ class DiceCELoss(nn.Module):
         axes = [0] + list(range(2, logits.ndim)) if self.batch_dice else list(range(2, logits.ndim))
         intersection = (probs * onehot).sum(axes)
         denominator = probs.sum(axes) + onehot.sum(axes)
+        if self.sum_terms is not None and self.batch_dice:
+            intersection, denominator = self.sum_terms(torch.stack([intersection, denominator])).unbind(0)
         return (2 * intersection + self.smooth) / (denominator + self.smooth)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] < 2:
             raise ValueError(f"DiceCELoss needs at least 2 classes (background + 1), got {logits.shape[1]}")
         target = _as_index_target(target, logits)
-        ce = F.cross_entropy(logits.float(), target)
+        ce = F.cross_entropy(logits.float(), target) * self.ce_scale
         dice = self.soft_dice(logits, target).mean()
         return self.dice_weight * (1 - dice) + self.ce_weight * ce
 
@@ -96,12 +106,15 @@ class DeepSupervisionLoss(nn.Module):
 
     ``weights=None`` uses :func:`deep_supervision_weights`. Terms with weight 0 are skipped. A
     single tensor output (eval mode, or no deep supervision) is scored against ``targets[0]``.
+    ``keep_all_outputs``: a skipped output still enters the loss, times 0 (:func:`in_graph`), as
+    DistributedDataParallel needs a gradient for every parameter that made an output.
     """
 
-    def __init__(self, loss: Callable, weights: Sequence[float] | None = None):
+    def __init__(self, loss: Callable, weights: Sequence[float] | None = None, keep_all_outputs: bool = False):
         super().__init__()
         self.loss = loss
         self.weights = None if weights is None else [float(w) for w in weights]
+        self.keep_all_outputs = keep_all_outputs
 
     def forward(self, outputs, targets) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
@@ -121,7 +134,20 @@ class DeepSupervisionLoss(nn.Module):
                 continue
             term = w * self.loss(out, tgt)
             total = term if total is None else total + term
+        if self.keep_all_outputs:
+            total = total + in_graph([out for w, out in zip(weights, outputs) if w == 0])
         return total
+
+
+def in_graph(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """0 with a (zero) gradient path to every tensor of ``outputs``: added to a loss, it gives each
+    parameter that made an unused output a gradient of 0 instead of none, which
+    DistributedDataParallel waits for (a parameter reached from the outputs but without gradient
+    would stall its reduction)."""
+    zero = torch.zeros(())
+    for out in outputs:
+        zero = zero.to(out.device) + out.float().sum() * 0.0
+    return zero
 
 
 def downsample_target(target: torch.Tensor, scales: Sequence[Sequence[int]]) -> list[torch.Tensor]:

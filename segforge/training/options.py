@@ -11,7 +11,9 @@ import torch
 from segforge.data.augmentation import AugmentationSettings
 from segforge.errors import InputError
 
-__all__ = ["TrainingOptions", "cpu_threads", "changed_options"]
+__all__ = ["TrainingOptions", "cpu_threads", "changed_options", "AUGMENT_ON", "augment_on", "compile_network"]
+
+AUGMENT_ON = ("gpu", "cpu")
 
 
 @dataclass
@@ -27,6 +29,8 @@ class TrainingOptions:
     optimiser (``sgd``; ``adam`` for the locator) with that optimiser's defaults.
     ``num_workers`` None = :func:`segforge.data.default_num_workers`; ``cpu_threads`` None =
     ``OMP_NUM_THREADS`` when set, else the CPU count less the workers (CPU training only).
+    ``augment_on`` None = ``gpu`` on CUDA, ``cpu`` elsewhere (:func:`augment_on`); ``compile`` None
+    = on CUDA, off elsewhere (:func:`compile_network`).
     """
 
     epochs: int = 1000
@@ -48,6 +52,8 @@ class TrainingOptions:
     tensorboard: bool = False
     val_plot_every: int = 5  # epochs between val_pred.png / val_truth.png updates (and at the end)
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
+    augment_on: str | None = None  # "gpu": batched torch augmentation on the training device; "cpu": batchgenerators
+    compile: bool | None = None  # torch.compile the network's training and validation steps
 
     def __post_init__(self):
         for name in ("epochs", "iters_per_epoch", "val_iters"):
@@ -67,6 +73,8 @@ class TrainingOptions:
             raise InputError(f"--patience must be at least 1, got {self.patience}")
         if self.num_workers is not None and self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.augment_on not in (None, *AUGMENT_ON):
+            raise InputError(f"--augment-on must be one of {', '.join(AUGMENT_ON)}, got {self.augment_on!r}")
         if isinstance(self.augmentation, dict):
             d = dict(self.augmentation)
             self.augmentation = AugmentationSettings(**{k: tuple(v) if isinstance(v, list) and k != "mirror_axes"
@@ -78,16 +86,34 @@ class TrainingOptions:
         return d
 
 
-def cpu_threads(options: TrainingOptions, num_workers: int) -> int:
-    """Threads for CPU training: the option, else ``OMP_NUM_THREADS``'s setting, else the CPUs left by the workers."""
+def cpu_threads(options: TrainingOptions, num_workers: int, processes: int = 1) -> int:
+    """Threads for CPU training: the option, else ``OMP_NUM_THREADS``'s setting, else the CPUs left by the
+    workers (of this process's share of the CPUs when ``processes`` train on the machine)."""
     if options.cpu_threads is not None:
         return max(1, int(options.cpu_threads))
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    return max(1, (os.cpu_count() or 1) - num_workers)
+    return max(1, (os.cpu_count() or 1) // max(1, int(processes)) - num_workers)
 
 
 def changed_options(options: TrainingOptions) -> list[str]:
     """Names of the options whose value differs from the default."""
     default = TrainingOptions()
     return [f.name for f in fields(TrainingOptions) if getattr(options, f.name) != getattr(default, f.name)]
+
+
+def augment_on(options: TrainingOptions, device: torch.device) -> str:
+    """Where training augmentation runs: the option, else ``gpu`` (the training device) on CUDA and
+    ``cpu`` (batchgenerators in the loader's workers) elsewhere. ``gpu`` on a CPU device runs the
+    torch augmentation on the CPU, in the training process."""
+    if options.augment_on is not None:
+        return options.augment_on
+    return "gpu" if torch.device(device).type == "cuda" else "cpu"
+
+
+def compile_network(options: TrainingOptions, device: torch.device) -> bool:
+    """Whether to ``torch.compile`` the network: the option, else on CUDA only (on the CPU compiling
+    a U-Net costs minutes and was not measured to pay; docs/training.md)."""
+    if options.compile is not None:
+        return bool(options.compile)
+    return torch.device(device).type == "cuda"

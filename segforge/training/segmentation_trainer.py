@@ -35,13 +35,25 @@ from segforge.data import (
     validation_transforms,
     worker_seeds,
 )
+from segforge.data.batch_augmentation import BatchAugmentation, unpack_boxes
+from segforge.data.region_batches import RegionBatches, label_dtype
 from segforge.networks import build_network
 from segforge.training import plots
+from segforge.training.distributed import sum_across_ranks
 from segforge.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_scales, downsample_target
 from segforge.training.progress_log import TrainingLog
 from segforge.training.trainer import Trainer
 
-__all__ = ["SegmentationTrainer"]
+__all__ = ["SegmentationTrainer", "confusion_matrix"]
+
+
+def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(K, K)`` int64 counts, truth rows, prediction columns, on the device without a host sync
+    (``torch.bincount`` asks the device for the largest value to size its output: a sync per batch)."""
+    k = num_classes
+    index = (truth.long() * k + pred.long()).flatten()
+    counts = torch.zeros(k * k, dtype=torch.int64, device=index.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index)).view(k, k)
 
 
 class SegmentationTrainer(Trainer):
@@ -63,18 +75,28 @@ class SegmentationTrainer(Trainer):
     # --- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
         self.scales = deep_supervision_scales(self.configuration.network)
-        self.train_loss_fn = DeepSupervisionLoss(DiceCELoss())
+        world = self.dist.world_size
+        share = world * self.batch_size / self.configuration.batch_size  # weighs this process's cross-entropy
+        dice_ce = DiceCELoss(sum_terms=sum_across_ranks, ce_scale=share) if self.dist.enabled else DiceCELoss()
+        self.train_loss_fn = DeepSupervisionLoss(dice_ce, keep_all_outputs=self.dist.enabled)
         self.val_loss_fn = DiceCELoss()
         self.store = CaseStore(self.data_folder)
+        self.batch_augmentation = (BatchAugmentation(self.configuration.patch_size, self.options.augmentation)
+                                   if self.augment_on == "gpu" else None)
 
     def build_network(self) -> torch.nn.Module:
         return build_network(self.configuration, self.plans.num_channels, self.num_classes)
 
+    def training_sample_size(self) -> list[int]:
+        """The region a training sample starts from: the patch with ``--augment-on gpu`` (the loader then
+        reads each sample's own source box), else the region any rotation and zoom-out needs."""
+        patch = list(self.configuration.patch_size)
+        return patch if self.augment_on == "gpu" else sample_region_size(patch, self.options.augmentation)
+
     def build_training_sampler(self) -> PatchSampler:
-        """Random patches (1/3 around foreground) at the size spatial augmentation needs."""
-        patch = self.configuration.patch_size
-        return PatchSampler(self.store, self.train_cases, patch, self.configuration.batch_size,
-                            sample_size=sample_region_size(patch, self.options.augmentation))
+        """Random patches (1/3 around foreground) at :meth:`training_sample_size`."""
+        return PatchSampler(self.store, self.train_cases, self.configuration.patch_size, self.batch_size,
+                            sample_size=self.training_sample_size())
 
     def build_validation_sampler(self) -> PatchSampler:
         return PatchSampler(self.store, self.val_cases, self.configuration.patch_size, self.configuration.batch_size)
@@ -83,20 +105,39 @@ class SegmentationTrainer(Trainer):
         return training_transforms(self.configuration.patch_size, self.options.augmentation)
 
     def make_training_loader(self):
-        """Training batches (augmented in ``num_workers`` processes) and the fixed validation batches."""
+        """Training batches (augmented in ``num_workers`` processes, or drawn and read there and augmented
+        on the device by :meth:`prepare_batch`) and the fixed validation batches."""
         pin = self.device.type == "cuda"
         n = self.num_workers
-        loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n,
-                             worker_seeds(self.options.seed, self.start_epoch, n, 0), pin)
+        seeds = worker_seeds(self.options.seed, self.start_epoch, n, 0, self.dist.rank)
+        if self.batch_augmentation is not None:
+            batches = RegionBatches(self.build_training_sampler(), self.batch_augmentation, self.plans.num_channels,
+                                    labels=label_dtype(self.num_classes))
+            loader = make_loader(batches, None, n, seeds, pin)
+        else:
+            loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n, seeds,
+                                 pin)
         n_val = max(1, n // 2) if n > 0 else 0
         val_batches = ValidationBatches(self.build_validation_sampler(), self.options.val_iters,
-                                        seed=self.options.seed + 1, num_workers=max(1, n_val))
-        self.val_loader = make_loader(val_batches, validation_transforms(), n_val,
-                                      worker_seeds(self.options.seed, 0, n_val, 1), pin)
+                                        seed=self.options.seed + 1, num_workers=max(1, n_val), rank=self.dist.rank,
+                                        world_size=self.dist.world_size)
+        self.val_loader = self.on_device(make_loader(val_batches, validation_transforms(), n_val,
+                                                     worker_seeds(self.options.seed, 0, n_val, 1), pin))
         self.loaders.append(self.val_loader)
         return loader
 
     # --- one step ------------------------------------------------------------------------------
+    def prepare_batch(self, batch: dict) -> dict:
+        """On the device; a batch of source boxes (``--augment-on gpu``) is augmented here."""
+        batch = super().prepare_batch(batch)
+        if "augmentation" not in batch:
+            return batch
+        channels = self.plans.num_channels
+        boxes = unpack_boxes(batch["data"], batch["box_sizes"], channels)
+        labels = unpack_boxes(batch["target"], batch["box_sizes"], 1)
+        data, target = self.batch_augmentation(boxes, labels, batch["augmentation"])
+        return {"data": data, "target": target, "keys": batch["keys"], "augmentation": batch["augmentation"]}
+
     def training_loss(self, batch: dict) -> torch.Tensor:
         """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...)."""
         outputs = self.network(batch["data"])
@@ -110,15 +151,13 @@ class SegmentationTrainer(Trainer):
             logits = self.network(data)
             loss = self.val_loss_fn(logits, target)
         pred = logits.argmax(1)
-        k = self.num_classes
-        confusion = torch.bincount((target[:, 0].long() * k + pred).flatten(), minlength=k * k).view(k, k)
-        return loss.detach(), pred, confusion
+        return loss.detach(), pred, confusion_matrix(target[:, 0], pred, self.num_classes)
 
     # --- epochs --------------------------------------------------------------------------------
     def on_start(self) -> None:
         if self.start_epoch == 0 and self.writes_files and self.options.plots:
-            example = next(self.train_loader)
-            plots.plot_batch(example["data"].numpy(), example["target"][:, 0].numpy(),
+            example = self.prepare_batch(next(self.train_loader))
+            plots.plot_batch(example["data"].float().cpu().numpy(), example["target"][:, 0].cpu().numpy(),
                              self.output_folder / "train_example.png", "augmented training batch (labels on top)",
                              num_classes=self.num_classes)
         self._plotted_last = False
@@ -138,21 +177,26 @@ class SegmentationTrainer(Trainer):
         return {"val_loss": val_loss, "dice": dice, "mean_dice": mean, "ema_dice": ema}
 
     def validate_patches(self, keep_example: bool, max_batches: int | None = None) -> tuple[float, list[float], dict | None]:
-        """Mean validation loss, per-class pseudo-Dice (NaN where a class is absent), and the first batch if asked."""
+        """Mean validation loss, per-class pseudo-Dice (NaN where a class is absent), and the first batch if asked.
+
+        In a distributed run each process validates its batches (``rank``, ``rank + N``, ...) and the
+        sums are added: every process gets the numbers of the whole validation set."""
         self.network.eval()
         k = self.num_classes
         n = min(self.options.val_iters, max_batches or self.options.val_iters)
         loss_sum = torch.zeros((), device=self.device)
         confusion = torch.zeros((k, k), dtype=torch.int64, device=self.device)
         example = None
-        for i in range(n):
+        for i in range(len(range(self.dist.rank, n, self.dist.world_size))):
             batch = next(self.val_loader)
             loss, pred, conf = self.validation_step(self.prepare_batch(batch))
             loss_sum += loss
             confusion += conf
             if i == 0 and keep_example:
-                example = {"image": batch["data"].numpy(), "truth": batch["target"][:, 0].numpy(),
+                example = {"image": batch["data"].float().cpu().numpy(), "truth": batch["target"][:, 0].cpu().numpy(),
                            "pred": pred.cpu().numpy()}
+        self.dist.all_reduce(loss_sum)
+        self.dist.all_reduce(confusion)
         c = confusion.cpu().numpy().astype(np.float64)  # the one host sync of validation
         tp = np.diag(c)[1:]
         fp = c.sum(0)[1:] - tp

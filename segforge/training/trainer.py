@@ -28,10 +28,16 @@ A subclass gives its steps: :meth:`setup` (losses, data), :meth:`build_network`,
 ``<name>__<configuration>``), ``configuration_kind``, ``default_optimizer``, ``best_metric``
 with ``higher_is_better``, ``refused_options``, ``lr_spans_time_budget``.
 
-Seams for what comes next: :meth:`prepare_batch` (a loader's batch onto the device; a batch
-transform on the device goes there), :meth:`stop_reason` (the one stop decision, per
-iteration), :attr:`writes_files` (False on every process but the main one of a distributed run:
-checkpoints, logs and pictures are written in one place).
+Seams: :meth:`prepare_batch` (a loader's batch onto the device; ``--augment-on gpu`` augments
+there), :meth:`stop_reason` (the one stop decision, per iteration), :meth:`wrap_network` (the
+module the steps call: DDP, ``torch.compile``), :attr:`writes_files`.
+
+Distributed runs (:mod:`segforge.training.distributed`; the process group is set up by whoever
+starts the trainers, ``segforge.workflows.train``): every rank builds the same trainer; rank
+``r`` trains on :attr:`batch_size` samples of each global batch with its own data streams,
+validates every ``N``-th validation batch, and adds its sums to the others'; only rank 0
+writes files (:attr:`writes_files`) and prints, and rank 0 alone decides when to stop
+(:meth:`stop_reason` broadcasts the decision).
 """
 
 from __future__ import annotations
@@ -57,12 +63,17 @@ from segforge.networks import to_device_layout
 from segforge.planning.plans import Plans
 from segforge.registry import look_up
 from segforge.training.checkpoint import restore_rng_states, rng_states
-from segforge.training.options import TrainingOptions, changed_options, cpu_threads
+from segforge.training.distributed import ProcessGroup, batch_share
+from segforge.training.options import TrainingOptions, augment_on, changed_options, compile_network, cpu_threads
 from segforge.training.progress_log import TrainingLog
 from segforge.training.reporting import EpochReporter, write_json
 from segforge.training.schedule import OPTIMIZERS, PolyLRSchedule, build_optimizer
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "STOP_SYNC_EVERY"]
+
+# in a distributed run the ranks agree on stopping within an epoch every this many iterations
+# (each agreement is a host sync); between epochs always
+STOP_SYNC_EVERY = 10
 
 
 class Trainer:
@@ -76,6 +87,7 @@ class Trainer:
     higher_is_better = False
     refused_options: dict[str, str] = {}  # TrainingOptions field -> why this trainer cannot honour it
     lr_spans_time_budget = False  # under --max-minutes, end the learning-rate decay when the time runs out
+    compile_backend = "inductor"  # torch.compile's backend (tests use "eager": the wrapping without the compiler)
 
     def __init__(self, plans: Plans, configuration_name: str, fold: int | str, output_folder: str | Path | None = None,
                  device: str | torch.device | None = None, options: TrainingOptions | None = None,
@@ -86,16 +98,22 @@ class Trainer:
         self.fold = parse_fold(fold)
         self.options = options or TrainingOptions()
         self.check_options()
-        self.device = resolve_device(device)
-        self.log = log
+        self.dist = ProcessGroup.current()
+        self.device = self.dist.device(resolve_device(device))
+        self.log = log if self.dist.is_main else (lambda *_: None)
         self.preprocessed_dir = Path(preprocessed_dir or paths.preprocessed_root() / plans.dataset_name)
         self.data_folder = self.preprocessed_dir / self.configuration.data_identifier
         model_folder = paths.results_root() / plans.dataset_name / paths.model_folder_name(self.name,
                                                                                            self.configuration.name)
         self.output_folder = Path(output_folder) if output_folder else paths.fold_folder(model_folder, self.fold)
         self.model_folder = self.output_folder.parent
-        self.num_workers = self.options.num_workers if self.options.num_workers is not None else default_num_workers()
-        self.writes_files = True  # only the main process of a distributed run writes
+        self.num_workers = (self.options.num_workers if self.options.num_workers is not None
+                            else default_num_workers(self.dist.local_world_size))
+        self.augment_on = augment_on(self.options, self.device)  # "gpu": augmented on the training device
+        self.compiled = compile_network(self.options, self.device)
+        # this process's part of every global batch (all of it in a single process)
+        self.batch_size = batch_share(self.configuration.batch_size, self.dist.rank, self.dist.world_size)
+        self.writes_files = self.dist.is_main  # only the main process of a distributed run writes
         self.history = TrainingLog()
         self.start_epoch = 0
         self.best: float | None = None
@@ -123,7 +141,8 @@ class Trainer:
         """Seeds, the fold's cases, network, optimiser, schedule, precision, then :meth:`setup`."""
         self.seed_everything()
         self.train_cases, self.val_cases = self.load_fold_cases()
-        self.network = to_device_layout(self.build_network(), self.device)
+        self.plain_network = to_device_layout(self.build_network(), self.device)  # what checkpoints hold
+        self.network = self.plain_network  # what the steps call: wrapped by wrap_network() in run()
         o = self.options
         optimizer = o.optimizer or self.default_optimizer
         defaults = look_up(optimizer, OPTIMIZERS, "optimizer")
@@ -136,16 +155,28 @@ class Trainer:
 
     def seed_everything(self) -> None:
         o = self.options
-        random.seed(o.seed)
-        np.random.seed(o.seed % 2**32)
-        torch.manual_seed(o.seed)
+        self.seed_streams(o.seed)
         if o.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(o, self.num_workers))
+            torch.set_num_threads(cpu_threads(o, self.num_workers, self.dist.local_world_size))
+
+    def rank_seed(self, seed: int, epoch: int = 0) -> int:
+        """``seed`` in a single process and on rank 0 from the start; a seed of its own for rank ``r`` of a
+        distributed run (and for a rank other than 0 resuming at ``epoch``)."""
+        if self.dist.rank or epoch:
+            return int(np.random.SeedSequence([seed, self.dist.rank, epoch]).generate_state(1)[0])
+        return int(seed)
+
+    def seed_streams(self, seed: int, epoch: int = 0) -> None:
+        """Python, numpy and torch random streams from :meth:`rank_seed`."""
+        seed = self.rank_seed(seed, epoch)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
 
     def load_fold_cases(self) -> tuple[list[str], list[str]]:
         """``(training cases, validation cases)`` of this fold from ``splits.json`` (written once)."""
@@ -225,6 +256,16 @@ class Trainer:
         """After ``checkpoint_final.pt`` is written (loaders still running)."""
 
     # --- one iteration ---------------------------------------------------------------------------
+    def on_device(self, loader):
+        """``loader`` with its batches copied to the GPU ahead of use (a side stream, a background thread);
+        as it is on the CPU, and with no loader workers (whose in-process stream must stay in step with the
+        checkpoint's random states)."""
+        if self.device.type != "cuda" or self.num_workers == 0:
+            return loader
+        from segforge.data.device_prefetch import DevicePrefetcher
+
+        return DevicePrefetcher(loader, self.device)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -235,6 +276,18 @@ class Trainer:
 
         The place for a transform that runs on the device between the loader and the train step."""
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def wrap_network(self) -> None:
+        """The module the steps call: DistributedDataParallel across processes (the losses keep every
+        output in the graph, :func:`~segforge.training.losses.in_graph`), then ``torch.compile``
+        (:attr:`compiled`)."""
+        network = self.plain_network
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            network = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        if self.compiled:
+            network = torch.compile(network, backend=self.compile_backend)
+        self.network = network
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """Forward, backward, clip, step; returns the detached loss (no host sync)."""
@@ -256,7 +309,17 @@ class Trainer:
         after every epoch (``iteration`` None, the epoch's row logged). Between epochs: patience
         (no better ``best_metric`` for ``patience`` epochs) and the time budget (another epoch as
         long as the last would overrun it). Within an epoch nothing stops training yet.
+        In a distributed run rank 0 decides and every rank gets its answer (within an epoch only
+        every :data:`STOP_SYNC_EVERY` iterations), so all stop at the same step.
         """
+        if self.dist.enabled:
+            if iteration is not None and iteration % STOP_SYNC_EVERY:
+                return None
+            return self.dist.broadcast_object(self.local_stop_reason(epoch, iteration) if self.dist.is_main else None)
+        return self.local_stop_reason(epoch, iteration)
+
+    def local_stop_reason(self, epoch: int, iteration: int | None = None) -> str | None:
+        """:meth:`stop_reason` as this process sees it (its clock, its log)."""
         if iteration is not None:
             return None
         o = self.options
@@ -287,7 +350,7 @@ class Trainer:
             self._stop = self.stop_reason(epoch, done)
             if self._stop is not None:
                 break
-        mean_loss = (loss_sum / done).item()
+        mean_loss = (self.dist.all_reduce(loss_sum / done) / self.dist.world_size).item()
         seconds = time.perf_counter() - t0
         bar.close()
         return mean_loss, done / max(seconds, 1e-9)
@@ -301,6 +364,7 @@ class Trainer:
             self.log(f"resuming fold {self.fold} at epoch {self.start_epoch} from {latest}")
         elif resume:
             self.log(f"no {latest.name} in {self.output_folder}; starting from scratch")
+        self.wrap_network()
         self.write_model_folder_files()
         o = self.options
         self.log(f"{self.name}: {self.plans.dataset_name} {self.configuration.name} fold {self.fold}: "
@@ -309,7 +373,7 @@ class Trainer:
         self.reporter = EpochReporter(self.output_folder, o, self.log, self.writes_files)
         epoch = self.start_epoch - 1
         try:
-            self.train_loader = self.make_training_loader()
+            self.train_loader = self.on_device(self.make_training_loader())
             self.loaders.append(self.train_loader)
             self.started = time.monotonic()
             self.on_start()
@@ -348,6 +412,7 @@ class Trainer:
             recent = float(np.median([r["epoch_seconds"] for r in self.history[-5:]]))
             self.schedule.fit_to_time(60 * o.max_minutes - (time.monotonic() - self.started),
                                       recent / o.iters_per_epoch, o.iters_per_epoch)
+            self.schedule.load_state_dict(self.dist.broadcast_object(self.schedule.state_dict()))  # rank 0's clock
         self.save_checkpoint("latest", row["epoch"])
         if improved:
             self.save_checkpoint("best", row["epoch"])
@@ -361,7 +426,7 @@ class Trainer:
             "trainer": self.name, "plans": self.plans.to_dict(), "configuration": self.configuration.name,
             "fold": str(self.fold), "plans_version": self.configuration.version(), "options": self.options.to_dict(),
             "amp_dtype": dtype_name(self.amp_dtype),
-            "network_state": self.network.state_dict(), "optimizer_state": self.optimizer.state_dict(),
+            "network_state": self.plain_network.state_dict(), "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.schedule.state_dict(), "grad_scaler_state": self.grad_scaler.state_dict(),
             "epoch": int(epoch), "rng_states": rng_states(), "log": self.history.to_list(),
             "best": self.best, "epochs_since_best": int(self.epochs_since_best),
@@ -380,16 +445,18 @@ class Trainer:
                              "train without --continue", path)
         if ckpt.get("plans_version") != self.configuration.version():
             raise InputError("the plans changed since this checkpoint was written; train without --continue", path)
-        self.network.load_state_dict(ckpt["network_state"])
+        self.plain_network.load_state_dict(ckpt["network_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.schedule.load_state_dict(ckpt["scheduler_state"])
         if ckpt.get("grad_scaler_state"):
             self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
-        restore_rng_states(ckpt["rng_states"])
+        restore_rng_states(ckpt["rng_states"])  # rank 0's; the other ranks take fresh streams below
         self.history = TrainingLog.from_list(ckpt["log"])
         self.best = None if ckpt.get("best") is None else float(ckpt["best"])
         self.epochs_since_best = int(ckpt.get("epochs_since_best", 0))
         self.start_epoch = int(ckpt["epoch"]) + 1
+        if not self.dist.is_main:
+            self.seed_streams(self.options.seed, self.start_epoch)
         self.load_extra_state(ckpt)
 
     def write_model_folder_files(self) -> None:
@@ -409,7 +476,9 @@ class Trainer:
             write_json(target, {"channel_names": self.plans.channel_names, "labels": self.plans.labels})
         write_json(self.output_folder / "training_options.json",
                    {"trainer": self.name, "configuration": self.configuration.name, "fold": str(self.fold),
-                    "device": str(self.device), "num_workers": self.num_workers,
+                    "device": str(self.device), "num_workers": self.num_workers, "augment_on": self.augment_on,
+                    "compile": self.compiled, "processes": self.dist.world_size,
+                    "batch_size": self.configuration.batch_size,
                     "optimizer": self.options.optimizer or self.default_optimizer, "initial_lr": self.initial_lr,
                     "precision": dtype_name(self.amp_dtype), **{k: v for k, v in self.options.to_dict().items()
-                                                                if k not in ("optimizer", "initial_lr")}})
+                                                                if k not in ("optimizer", "initial_lr", "augment_on", "compile")}})

@@ -1,6 +1,7 @@
 """The training loop on a tiny hand-written preprocessed dataset (CPU)."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -109,3 +110,35 @@ def test_cuda_mixed_precision_run_and_resume(tmp_path):
     more.device, more.output_folder = torch.device("cuda"), out
     more.run(resume=True)
     assert more.history.column("epoch") == [0, 1, 2]
+
+
+def test_augmentation_on_the_device_trains_and_resumes_in_step(tmp_path):
+    """``--augment-on gpu`` with the torch module on the CPU: the example picture is the augmented batch, and
+    with in-process loading a resumed run repeats the uninterrupted one's losses (the draws' stream is
+    in the checkpoint)."""
+    full = trainer(tmp_path / "full", options(augment_on="gpu", seed=9))
+    out = full.run()
+    assert is_png(out / "train_example.png")
+    assert json.loads((out / "training_options.json").read_text())["augment_on"] == "gpu"
+    half = trainer(tmp_path / "half", options(augment_on="gpu", seed=9))
+    half.stop_reason = lambda epoch, iteration=None: "interrupted" if iteration is None else None
+    half.run()
+    assert half.history.column("epoch") == [0]
+    resumed = trainer(tmp_path / "half", options(augment_on="gpu", seed=9))
+    resumed.run(resume=True)
+    timings = ("epoch_seconds", "iters_per_second")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timings} for r in rows]  # noqa: E731
+    assert strip(resumed.history.to_list()) == strip(full.history.to_list())
+
+
+def test_a_compiled_network_trains_and_checkpoints_its_plain_weights(tmp_path):
+    """``--compile``: the steps call the compiled module (backend "eager" here: the wrapping without the
+    compiler, which takes minutes on a CPU), the checkpoint holds the plain module's weights."""
+    t = trainer(tmp_path, options(compile=True, epochs=1))
+    t.compile_backend = "eager"
+    out = t.run()
+    assert t.compiled and t.network is not t.plain_network
+    assert isinstance(t.network, torch._dynamo.eval_frame.OptimizedModule)
+    state = torch.load(out / "checkpoint_final.pt", weights_only=True)["network_state"]
+    assert state.keys() == t.plain_network.state_dict().keys()
+    assert json.loads((out / "training_options.json").read_text())["compile"] is True

@@ -1,0 +1,58 @@
+"""Batches on their way to the GPU while the previous one trains.
+
+:class:`DevicePrefetcher` takes the next batches from a loader in a background thread (the
+loader pins them there), issues their copies to the GPU on a side CUDA stream, and hands a
+batch to the training loop only after its copy, making the loop's stream wait for it on the
+device, not on the host. So reading from the workers' queues, pinning and the transfer all
+overlap the training step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+__all__ = ["DevicePrefetcher"]
+
+
+class DevicePrefetcher:
+    """Iterates ``loader``'s batches with their tensors already on ``device`` (CUDA), ``depth`` ahead."""
+
+    def __init__(self, loader, device: torch.device, depth: int = 2):
+        self.loader = loader
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError("DevicePrefetcher copies to a CUDA device; iterate the loader itself elsewhere")
+        self.stream = torch.cuda.Stream(self.device)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="segforge-prefetch")
+        self.pending = deque(self.pool.submit(self._fetch) for _ in range(max(1, depth)))
+
+    def _fetch(self):
+        batch = next(self.loader)
+        with torch.cuda.stream(self.stream):
+            moved = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        return moved, done
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch, done = self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._fetch))
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for value in batch.values():
+            if isinstance(value, torch.Tensor):
+                value.record_stream(current)  # the allocator must not reuse it while the loop's stream reads it
+        return batch
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.loader.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,81 @@
+"""Training batches for augmentation on the device: parameters first, then only the voxels they read.
+
+For ``--augment-on gpu`` a loader worker does little: per sample it picks a case and a patch
+location (:class:`~segforge.data.patch_sampler.PatchSampler`), draws the batch's augmentation
+(:meth:`BatchAugmentation.draw <segforge.data.batch_augmentation.BatchAugmentation.draw>`),
+and reads each sample's source box — the patch itself when the sample is not rotated, scaled
+or deformed, else the box around the transformed patch — instead of the region any rotation
+and zoom could need (:func:`~segforge.data.augmentation.sample_region_size`: 13x the patch
+for nnU-Net's 128^3 plan). The boxes travel concatenated in one flat buffer per batch, images
+as float16 (z-scored intensities keep 3 significant digits), labels as uint8 (int16 beyond
+255 labels). Items::
+
+    {"data": (sum C * box voxels,) float16, "target": (sum box voxels,) uint8,
+     "box_sizes": (B, D) int64, "augmentation": AugmentationParameters, "keys": [case, ...]}
+
+:func:`segforge.data.batch_augmentation.unpack_boxes` splits the buffers on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segforge.data.batch_augmentation import BatchAugmentation
+from segforge.data.patch_sampler import PatchSampler
+
+__all__ = ["RegionBatches", "label_dtype"]
+
+
+def label_dtype(num_classes: int):
+    """uint8 while every label fits, else int16."""
+    return np.uint8 if num_classes <= 256 else np.int16
+
+
+class RegionBatches:
+    """Endless batches of source boxes and their drawn parameters (batchgenerators data-loader protocol).
+
+    ``sampler`` must sample regions of exactly the patch size (its lower corners are the patches').
+    Draws from the process-global ``np.random`` like :class:`~segforge.data.loader.TrainingBatches`
+    (seeded per worker; with no workers its state is in the checkpoint's random states).
+    """
+
+    def __init__(self, sampler: PatchSampler, augmentation: BatchAugmentation, channels: int,
+                 labels=np.uint8, images=np.float16):
+        if list(sampler.sample_size) != list(sampler.patch_size):
+            raise ValueError("RegionBatches needs a sampler of patch-sized regions (sample_size = patch_size)")
+        if list(sampler.patch_size) != list(augmentation.patch_size):
+            raise ValueError(f"sampler patch {list(sampler.patch_size)} != augmentation patch {augmentation.patch_size}")
+        self.sampler = sampler
+        self.augmentation = augmentation
+        self.channels = int(channels)
+        self.labels = labels
+        self.images = images
+        self.thread_id = 0
+
+    def set_thread_id(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.sample_batch(np.random)
+
+    def sample_batch(self, rng) -> dict:
+        s = self.sampler
+        picks = []
+        for _ in range(s.batch_size):
+            case = s.cases[rng.randint(len(s.cases))]
+            force_fg = rng.uniform() < s.oversample_foreground
+            picks.append((case, *s.choose_location(case, force_fg, rng)))
+        params = self.augmentation.draw(rng, s.batch_size, self.channels)
+        data, target, sizes = [], [], []
+        for b, (case, z, patch_lower) in enumerate(picks):
+            lower, size = self.augmentation.source_box(params, b)
+            d, t = s.read(case, z, patch_lower + lower, size, image_dtype=self.images, label_dtype=self.labels)
+            data.append(d.ravel())
+            target.append(t.ravel())
+            sizes.append(size)
+        return {"data": np.concatenate(data), "target": np.concatenate(target),
+                "box_sizes": np.asarray(sizes, dtype=np.int64), "augmentation": params,
+                "keys": [p[0] for p in picks]}
