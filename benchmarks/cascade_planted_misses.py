@@ -115,6 +115,10 @@ def main(argv=None) -> int:
                  f"{len(rows)} predictions; silent misses guarded "
                  f"{sum(v['silent_misses'] for k, v in summary.items() if k.startswith('guarded'))}, plain "
                  f"{sum(v['silent_misses'] for k, v in summary.items() if k.startswith('plain'))}")
+    if args.smoke and not args.keep:
+        from _common import remove_pipeline_folders
+
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

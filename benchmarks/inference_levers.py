@@ -104,6 +104,10 @@ def main(argv=None) -> int:
               "classes": classes, "settings": rows}
     write_result(args.out or args.workdir / "inference_levers.json", result,
                  f"{len(rows)} settings on {len(prepared)} case(s); reference Dice {ref['mean_dice']:.4f}")
+    if args.smoke and not args.keep:
+        from _common import remove_pipeline_folders
+
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

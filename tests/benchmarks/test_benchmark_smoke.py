@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py", "bench_inference.py"]
+SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py", "bench_inference.py",
+           "bench_window.py", "inference_levers.py"]
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -99,3 +100,18 @@ def test_scaling_smoke(tmp_path):
     assert r["preprocessing"]["local"]["cases"] == 2 and r["preprocessing"]["local"]["cases_per_minute"] > 0
     assert set(r["prediction"]) == {"1 process x 2 threads", "2 processes x 1 thread"}
     assert all(row["cases"] == 4 for row in r["prediction"].values())
+
+
+def test_window_smoke(tmp_path):
+    r = _smoke("bench_window.py", tmp_path)
+    assert [row["windows_per_pass"] for row in r["prediction"]] == [1, 2]
+    assert all(row["segforge_fp32"] > 0 and row["stock_instance_norm_fp32"] > 0 for row in r["prediction"])
+    assert r["training"]["step_forward_backward"] > 0
+
+
+@pytest.mark.slow
+def test_inference_levers_smoke(tmp_path):
+    r = _smoke("inference_levers.py", tmp_path)
+    names = [row["setting"] for row in r["settings"]]
+    assert names[0] == "mirror all (reference)" and any(n.startswith("--fast") for n in names)
+    assert all(0 <= row["mean_dice"] <= 1 and row["cpu_seconds_per_case"] > 0 for row in r["settings"])
