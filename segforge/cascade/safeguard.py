@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "confidence_radius",
+    "heatmap_peak_value",
     "heatmap_statistics",
     "reference_statistics",
     "assess_confidence",
@@ -38,6 +40,21 @@ __all__ = [
 DEFAULT_REFERENCE = {"n": 0, "min_peak": None, "min_mass_near_peak": 0.5, "max_spread": None,
                      "max_second_peak": 0.3,
                      "why": "no validation statistics in locator_validation.json: fixed thresholds"}
+
+
+def confidence_radius(sigma_voxels: float) -> float:
+    """What counts as "near the peak" for a blob of ``sigma_voxels``: three sigmas and a voxel."""
+    return 3.0 * float(sigma_voxels) + 1.0
+
+
+def heatmap_peak_value(heatmap: np.ndarray, loss: str) -> float:
+    """The network's peak on one channel of a displayed heatmap: for ``kl`` the heatmap is the softmax
+    scaled to peak 1, so the softmax peak is ``1 / sum`` (the mass on the image); for ``mse`` the maximum."""
+    h = np.asarray(heatmap, dtype=np.float64)
+    if loss == "kl":
+        total = float(np.clip(h, 0, None).sum())
+        return 1.0 / total if total > 0 else 0.0
+    return float(h.max())
 
 
 def heatmap_statistics(heatmap: np.ndarray, radius: float, raw_peak: float | None = None) -> dict:

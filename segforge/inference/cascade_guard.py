@@ -28,24 +28,15 @@ from segforge.cascade.safeguard import (
     assess_confidence,
     box_around_points,
     grow_box,
+    heatmap_peak_value,
     heatmap_statistics,
     strong_peaks,
     touched_faces,
 )
 
-__all__ = ["guarded_crop_segmentation", "heatmap_peak_value", "MAX_GROWTH"]
+__all__ = ["guarded_crop_segmentation", "MAX_GROWTH"]
 
 MAX_GROWTH = 3  # border-driven growths of the crop before the whole volume is segmented
-
-
-def heatmap_peak_value(heatmap: np.ndarray, loss: str) -> float:
-    """The network's peak on one channel of a displayed heatmap: for ``kl`` the heatmap is the softmax
-    scaled to peak 1, so the softmax peak is ``1 / sum`` (the mass on the image); for ``mse`` the maximum."""
-    h = np.asarray(heatmap, dtype=np.float64)
-    if loss == "kl":
-        total = float(np.clip(h, 0, None).sum())
-        return 1.0 / total if total > 0 else 0.0
-    return float(h.max())
 
 
 def guarded_crop_segmentation(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from segforge.cascade.heatmaps import gaussian_heatmap
-from segforge.cascade.safeguard import heatmap_statistics, reference_statistics
-from segforge.inference.cascade_guard import guarded_crop_segmentation, heatmap_peak_value
+from segforge.cascade.safeguard import heatmap_peak_value, heatmap_statistics, reference_statistics
+from segforge.inference.cascade_guard import guarded_crop_segmentation
 from segforge.io.geometry import Geometry
 
 FULL = (48, 64, 64)        # segmenter grid, 1 mm
