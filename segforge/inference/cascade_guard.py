@@ -51,11 +51,14 @@ def guarded_crop_segmentation(
     radius: float,
     loss: str = "kl",
     max_growth: int = MAX_GROWTH,
+    centre=None,
 ) -> tuple[np.ndarray, dict]:
     """``(probabilities (K, z, y, x) float32 on data's grid, record)``; see the module docstring.
 
     ``heatmap (C, z', y', x')`` lies on the locator grid of ``locator_properties`` (channels
-    are averaged for the judgement); ``radius`` is "near the peak" in locator voxels.
+    are averaged for the judgement); ``radius`` is "near the peak" in locator voxels;
+    ``centre`` the located (sub-voxel) centroid on the locator grid for the plain crop
+    (default: the heatmap's peak voxel).
     """
     shape = tuple(int(n) for n in data.shape[1:])
     crop_size = [int(c) for c in crop_size]
@@ -77,7 +80,7 @@ def guarded_crop_segmentation(
         record["peaks_segmenter_grid"] = [[float(v) for v in p] for p in peaks]
         box = box_around_points(peaks, crop_size, shape)
     else:
-        box = crop_box_around(to_segmenter(stats["peak_voxel"]), crop_size, shape)
+        box = crop_box_around(to_segmenter(stats["peak_voxel"] if centre is None else centre), crop_size, shape)
     growths = 0
     while True:
         crop = crop_with_padding(data, box, pad_value=0.0)
