@@ -20,6 +20,7 @@ each prediction (``CASE_locator.json`` and ``CASE_locator_heatmap.nii.gz``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ import torch
 from segforge.cascade.crop import crop_box_around, crop_with_padding, paste_crop
 from segforge.cascade.grids import preprocessed_to_world, world_to_preprocessed
 from segforge.cascade.locate import predict_heatmap, read_centroids
+from segforge.cascade.safeguard import confidence_radius
 from segforge.errors import InputError
+from segforge.inference.cascade_guard import guarded_crop_segmentation
 from segforge.inference.model import ModelFolder
 from segforge.io.checkpoint import load_checkpoint
 from segforge.inference.predictor import Predictor
@@ -36,7 +39,7 @@ from segforge.io.atomic import write_json_atomic
 from segforge.io.geometry import Geometry
 from segforge.paths import TRAINER_OF_KIND, model_folder_name
 
-__all__ = ["CascadePredictor", "locator_model_folder", "save_locator_result"]
+__all__ = ["CascadePredictor", "locator_model_folder", "save_locator_result", "save_cascade_record"]
 
 
 def locator_model_folder(model: ModelFolder) -> Path:
@@ -51,7 +54,7 @@ class CascadePredictor(Predictor):
     def __init__(self, model_folder, folds=None, checkpoint: str = "final", device=None, tta: bool = True,
                  step: float = 0.5, window_batch: int | None = None, locator_folder=None,
                  save_locator: bool = False, progress: bool = False, backend: str = "torch",
-                 mirror_axes=None, bf16: bool = False):
+                 mirror_axes=None, bf16: bool = False, guard: bool = True):
         if backend != "torch":
             raise InputError("cascade models run with --backend torch only (they cannot be exported yet)",
                              getattr(model_folder, "path", model_folder))
@@ -74,6 +77,9 @@ class CascadePredictor(Predictor):
         self.locator_folds = same or self.locator_model.resolve_folds(None)
         self.locator_networks = [self._load_locator(f) for f in self.locator_folds]
         self.save_locator = save_locator
+        self.guard = guard  # the never-miss safeguards (docs/cascade.md); False: the plain crop
+        self.confidence_reference, self.confidence_radius = self._confidence_reference()
+        self.last_cascade_record: dict | None = None
 
     def _load_locator(self, fold: str) -> torch.nn.Module:
         from segforge.networks import build_network, to_device_layout
@@ -88,6 +94,31 @@ class CascadePredictor(Predictor):
             raise InputError(f"locator checkpoint does not fit the planned network ({str(exc).splitlines()[0]})",
                              path) from None
         return to_device_layout(network, self.device).eval()
+
+    def _confidence_reference(self) -> tuple[dict | None, float]:
+        """The locator folds' validation heatmap statistics, pooled (weakest / widest over folds), and the
+        "near the peak" radius in locator voxels; ``(None, 3 sigma_min + 1)`` for locators trained without them."""
+        refs, radii = [], []
+        for fold in self.locator_folds:
+            path = self.locator_model.path / f"fold_{fold}" / "locator_validation.json"
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(info.get("confidence_reference"), dict) and info["confidence_reference"].get("n"):
+                refs.append(info["confidence_reference"])
+                radii.append(float(info.get("confidence_radius_voxels") or 0))
+        settings = self.locator_configuration.locator
+        radius = max(radii) if radii and max(radii) > 0 else confidence_radius(settings.sigma_min if settings else 1.5)
+        if not refs:
+            return None, radius
+        pooled = {"n": sum(int(r["n"]) for r in refs),
+                  "min_peak": min(r["min_peak"] for r in refs),
+                  "min_mass_near_peak": min(r["min_mass_near_peak"] for r in refs),
+                  "max_spread": max(r["max_spread"] for r in refs),
+                  "max_second_peak": max(r["max_second_peak"] for r in refs),
+                  "why": f"extremes over the validation cases of locator fold(s) {', '.join(self.locator_folds)}"}
+        return pooled, radius
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict]:
@@ -118,6 +149,18 @@ class CascadePredictor(Predictor):
         data = np.asarray(data, dtype=np.float32)
         shape = data.shape[1:]
         centre = world_to_preprocessed(result["centroid_world"], properties)
+        del properties["cascade_locator"]
+        if self.guard:
+            loss = self.locator_configuration.locator.loss if self.locator_configuration.locator else "mse"
+            full, record = guarded_crop_segmentation(
+                lambda crop: Predictor.predict_preprocessed(self, crop, properties).cpu().numpy(), data, properties,
+                result["heatmap"], located["properties"], self.configuration.cascade.crop_size, self.num_classes,
+                self.confidence_reference, self.confidence_radius, loss=loss,
+                centre=result["centroid_voxel_locator"])
+            result.update(crop_box=record["final_box"], centroid_voxel=centre, safeguard=record)
+            properties["cascade_result"] = result
+            self.last_cascade_record = record
+            return torch.from_numpy(full)
         box = crop_box_around(centre, self.configuration.cascade.crop_size, shape)
         crop = crop_with_padding(data, box, pad_value=0.0)
         crop_probabilities = super().predict_preprocessed(crop, properties).cpu().numpy()
@@ -126,13 +169,42 @@ class CascadePredictor(Predictor):
         paste_crop(crop_probabilities, box, full)
         result.update(crop_box=box, centroid_voxel=centre)
         properties["cascade_result"] = result
-        del properties["cascade_locator"]
+        self.last_cascade_record = {"decision": "crop", "confident": None, "reasons": ["safeguards off"],
+                                    "boxes": [box], "final_box": box, "growths": 0}
         return torch.from_numpy(full)
 
     def export_extras(self, properties: dict, target: Path) -> None:
-        """Called by the pipeline after writing ``target``: the locator's outputs when asked for."""
-        if self.save_locator and "cascade_result" in properties:
+        """Called by the pipeline after writing ``target``: ``CASE_cascade.json`` (what the cascade did and
+        why), and the locator's outputs when asked for."""
+        if "cascade_result" not in properties:
+            return
+        if "safeguard" in properties["cascade_result"]:
+            save_cascade_record(properties["cascade_result"]["safeguard"], target)
+        if self.save_locator:
             save_locator_result(properties["cascade_result"], target)
+
+
+def save_cascade_record(record: dict, target: Path) -> Path:
+    """``CASE_cascade.json`` beside the prediction ``target``: the safeguards' decision, reasons and boxes."""
+    from segforge.io.image import split_ending
+
+    target = Path(target)
+    stem = target.name[: -len(".dcm")] if target.name.endswith(".dcm") else split_ending(target)[0]
+    path = target.with_name(f"{stem}_cascade.json")
+    write_json_atomic(path, _jsonable(record))
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def save_locator_result(result: dict, target: Path) -> tuple[Path, Path]:

@@ -29,6 +29,7 @@ from segforge.cascade import locator_plots
 from segforge.cascade.curriculum import SigmaCurriculum
 from segforge.cascade.heatmaps import heatmap_batch, heatmap_targets
 from segforge.cascade.locate import centroid_errors, heatmap_from_output, summarise_errors
+from segforge.cascade.safeguard import confidence_radius, heatmap_peak_value, heatmap_statistics, reference_statistics
 from segforge.cascade.locator_data import (
     LocatorBatches,
     centred_offset,
@@ -169,7 +170,11 @@ class LocatorTrainer(Trainer):
                 dice.append(float(2 * torch.minimum(p, target).sum() / (p.sum() + target.sum()).clamp_min(1e-8)))
                 heat = shown[0].cpu().numpy()
                 sl = tuple(slice(int(o), int(o) + n) for o, n in zip(offset, case.data.shape[1:]))
-                per_case.append(centroid_errors(case, heat[(slice(None), *sl)]))
+                heat = heat[(slice(None), *sl)]
+                per_case.append(centroid_errors(case, heat))
+                mean = heat.mean(axis=0)
+                per_case[-1]["heatmap_statistics"] = heatmap_statistics(
+                    mean, confidence_radius(sigma), raw_peak=heatmap_peak_value(mean, self.settings.loss))
         scored = [r for r in per_case if r["error_mm"] is not None]
         summary = summarise_errors([r["error_mm"] for r in scored], [r["error_zyx_mm"] for r in scored])
         metrics = {
@@ -192,6 +197,8 @@ class LocatorTrainer(Trainer):
             "why": "centroid error of the final locator on this fold's validation cases (world mm); "
                    "the cascade segmenter draws its crop jitter from rms_zyx_mm",
             "cases": [{k: v for k, v in r.items() if k != "heatmap"} for r in per_case],
+            "confidence_reference": reference_statistics([r["heatmap_statistics"] for r in per_case]),
+            "confidence_radius_voxels": confidence_radius(self.curriculum.sigma),
         }
         if summary["n"]:
             self.log(f"fold {self.fold} locator centroid error: mean {summary['mean_mm']:.2f} mm, median "

@@ -61,7 +61,8 @@ def test_create_predictor_picks_the_cascade_and_output_is_on_the_input_grid(mode
 
 
 def test_crop_is_placed_around_the_located_centroid(model, tmp_path):
-    predictor = CascadePredictor(model, device="cpu", tta=False, save_locator=True)
+    # the plain crop (safeguards off: an always-foreground segmenter would make the crop grow)
+    predictor = CascadePredictor(model, device="cpu", tta=False, save_locator=True, guard=False)
     geometry = Geometry((1.0, 1.0, 1.0), (5.0, 6.0, 7.0), np.eye(3).ravel(), (64, 64, 64))
     # locator grid: 32^3 at 2 mm, the canvas is exactly the image; peak at locator voxel (10, 20, 12)
     predictor.locator_networks = [FixedLocator((10.0, 20.0, 12.0))]

@@ -186,6 +186,15 @@ def test_tiny_locator_finds_the_ball(dataset, tmp_path):
     fold = trainer.run()
     err = trainer.result["centroid_error"]
     assert err["median_mm"] < 3 * 2.0, err  # under 3 locator voxels (2 mm)
+    # the confidence reference: the extremes of the validation heatmaps, each of which it then judges confident
+    from segforge.cascade.safeguard import assess_confidence
+
+    result = trainer.result
+    reference = result["confidence_reference"]
+    assert reference["n"] == len(result["cases"]) > 0 and result["confidence_radius_voxels"] > 1
+    stats = [c["heatmap_statistics"] for c in result["cases"]]
+    assert reference["min_peak"] == min(s["peak"] for s in stats) > 0
+    assert all(assess_confidence(s, reference)["confident"] for s in stats)
     assert (fold / "heatmap_sigma_4.00.png").is_file()
     assert (fold / "losses.png").is_file() and (fold / "metrics.png").is_file()
     assert list(fold.glob("val_locator_*.png"))
