@@ -38,7 +38,7 @@ __all__ = [
 
 # used when a locator was trained before the reference was recorded: a single clear blob
 DEFAULT_REFERENCE = {"n": 0, "min_peak": None, "min_mass_near_peak": 0.5, "max_spread": None,
-                     "max_second_peak": 0.3,
+                     "max_second_peak": 0.1,
                      "why": "no validation statistics in locator_validation.json: fixed thresholds"}
 
 
@@ -107,8 +107,9 @@ def assess_confidence(stats: dict, reference: dict | None) -> dict:
 
     Low confidence, each against the validation reference: a peak under half the weakest one
     seen; less than half the weakest near-peak mass share; a spread over twice the widest; a
-    second peak above ``max(0.5, strongest seen + 0.2)`` of the first (two candidate targets:
-    the crop must cover every strong peak). Anything but a lone second peak sends the whole
+    second peak above ``max(0.2, twice the strongest seen)`` of the first (two candidate
+    targets: the crop must cover every strong peak; a trained KL locator's validation second
+    peaks were under 0.01, docs/cascade.md). Anything but a lone second peak sends the whole
     volume to the segmenter.
     """
     ref = {**DEFAULT_REFERENCE, **(reference or {})}
@@ -124,7 +125,7 @@ def assess_confidence(stats: dict, reference: dict | None) -> dict:
         reasons.append(f"spread {stats['spread_voxels']:.1f} voxels is over twice the widest seen in validation "
                        f"({ref['max_spread']:.1f})")
         whole = True
-    limit = max(0.5, (ref.get("max_second_peak") or 0.0) + 0.2)
+    limit = max(0.2, 2 * (ref.get("max_second_peak") or 0.0))
     two = stats["second_peak"] > limit
     if two:
         reasons.append(f"a second peak at {stats['second_peak']:.0%} of the first (validation: at most "
@@ -133,7 +134,7 @@ def assess_confidence(stats: dict, reference: dict | None) -> dict:
     return {"confident": not reasons, "action": action, "reasons": reasons, "second_peak_limit": limit}
 
 
-def strong_peaks(heatmap: np.ndarray, radius: float, fraction: float = 0.5, limit: int = 4) -> list[np.ndarray]:
+def strong_peaks(heatmap: np.ndarray, radius: float, fraction: float = 0.2, limit: int = 4) -> list[np.ndarray]:
     """Voxels ``(z, y, x)`` of local maxima above ``fraction`` of the highest, at least ``2 * radius`` apart."""
     h = np.asarray(heatmap, dtype=np.float64).copy()
     top = h.max()
