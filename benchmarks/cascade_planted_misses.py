@@ -15,7 +15,8 @@ located peak, ``predictor.guard = False``):
 
 Per variant: the cascade's decision (crop / grown crop / whole volume, from ``CASE_cascade.json``'s
 record), the Dice of the foreground against the planted label (for ``none``: the voxels painted),
-and whether a miss was silent (Dice < 0.5 while the decision was a confident plain crop).
+and whether a miss was silent (Dice < 0.5 while the decision was a plain crop not judged
+unconfident). A half-found pair of targets (Dice about 0.6) is not counted as silent: read the Dice.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ def main(argv=None) -> int:
                 record = predictor.last_cascade_record or {}
                 fg, ref = labels > 0, label > 0
                 dice = (2 * (fg & ref).sum() / (fg.sum() + ref.sum())) if ref.any() else None
+                # silent: a target lost (Dice under 0.5) while the cascade said nothing (a plain crop, not judged
+                # unconfident; the plain crop of guard=False never judges)
                 silent = bool(ref.any() and dice < 0.5 and record.get("decision", "crop") == "crop"
-                              and record.get("confident", True))
+                              and record.get("confident") is not False)
                 rows.append({"case": case.name, "variant": variant, "safeguards": guard,
                              "decision": record.get("decision", "crop"), "confident": record.get("confident"),
                              "reasons": record.get("reasons", []), "dice": None if dice is None else float(dice),
