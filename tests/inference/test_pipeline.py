@@ -75,5 +75,7 @@ def test_phases_overlap_and_a_failing_case_does_not_stop_the_others(tmp_path, mo
     when = {(phase, name): (s, e) for phase, name, s, e in predictor.events}
     # the next case is read while the network works on this one, and written meanwhile too
     assert when[("preprocess", "c1")][0] < when[("network", "c0")][1]
-    assert when[("restore", "c0")][0] < when[("network", "c1")][1]
+    # c0 is still being written when the network starts on c1 (sequential: written before);
+    # compared this way, a loaded machine that delays the writer cannot fail it
+    assert when[("restore", "c0")][1] > when[("network", "c1")][0]
     assert elapsed < 4 * 3 * STEP  # strictly sequential would take 12 steps
