@@ -26,6 +26,7 @@ from segforge.io.image import write_image
 
 __all__ = [
     "restore_probabilities",
+    "restore_labels",
     "probabilities_to_labels",
     "write_prediction",
     "probability_files",
@@ -40,6 +41,35 @@ def restore_probabilities(probabilities: torch.Tensor | np.ndarray, properties: 
         probabilities = probabilities.detach().float().cpu().numpy()
     restored = restore_to_original(np.asarray(probabilities, dtype=np.float32), properties, is_label=False)
     return np.asarray(restored, dtype=np.float32)
+
+
+def restore_labels(probabilities: torch.Tensor, properties: dict) -> np.ndarray:
+    """``(K, z, y, x)`` probabilities on the preprocessed grid -> ``(Z, Y, X)`` uint8 (uint16 beyond 255
+    classes) labels on the original grid, on the probabilities' device.
+
+    The same labels as :func:`restore_probabilities` then :func:`probabilities_to_labels`, made one
+    class at a time (resample its map to the crop, keep the running maximum and its class), so only
+    two crop-sized maps and the labels are ever held, and only the labels leave the device.
+    """
+    from segforge.preprocessing import resample_probabilities
+
+    target = tuple(int(s) for s in properties["original_geometry"]["shape"])
+    crop_shape = tuple(int(s) for s in properties["shape_after_crop"])
+    crop = tuple(slice(int(a), int(b)) for a, b in properties["crop_box"])
+    k = probabilities.shape[0]
+    dtype = torch.uint8 if k <= 256 else torch.int32
+    best, labels = None, None
+    for c in range(k):
+        restored = resample_probabilities(probabilities[c : c + 1].float(), crop_shape)[0]
+        if best is None:
+            best, labels = restored, torch.zeros(crop_shape, dtype=dtype, device=restored.device)
+            continue
+        better = restored > best  # ties keep the lower class, as argmax does
+        labels.masked_fill_(better, c)
+        best = torch.maximum(best, restored)
+    out = np.zeros(target, dtype=np.uint8 if k <= 256 else np.uint16)
+    out[crop] = labels.cpu().numpy()  # outside the crop: background
+    return out
 
 
 def probabilities_to_labels(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:

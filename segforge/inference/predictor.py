@@ -22,7 +22,7 @@ import torch
 
 from segforge.devices import free_device_memory, prediction_dtype, resolve_device
 from segforge.errors import InputError
-from segforge.inference.export import probabilities_to_labels, restore_probabilities
+from segforge.inference.export import probabilities_to_labels, restore_labels, restore_probabilities
 from segforge.inference.model import ModelFolder, load_checkpoint, plain_state_dict
 from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
 from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
@@ -196,7 +196,15 @@ class Predictor:
                     self.window_batch = 1
 
     def restore(self, probabilities: torch.Tensor, properties: dict, keep_probabilities: bool = False):
-        """``(labels (Z, Y, X), probabilities (K, Z, Y, X) | None)`` on the original grid."""
+        """``(labels (Z, Y, X), probabilities (K, Z, Y, X) | None)`` on the original grid.
+
+        Probabilities on a GPU, not asked for: resampled and turned into labels there
+        (:func:`~segforge.inference.export.restore_labels`); only the labels come back."""
+        if isinstance(probabilities, torch.Tensor) and probabilities.is_cuda and not keep_probabilities:
+            try:
+                return restore_labels(probabilities, properties), None
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()  # the CPU path below
         restored = restore_probabilities(probabilities, properties)
         labels = probabilities_to_labels(restored)
         return labels, (restored if keep_probabilities else None)
@@ -229,5 +237,6 @@ class Predictor:
     def _accumulation_device(self, data_shape: tuple[int, ...]) -> torch.device:
         if self.device.type != "cuda":
             return self.device
-        needed = accumulation_bytes(data_shape, self.num_classes) + 4 * self.num_classes * int(np.prod(data_shape[1:]))
+        # float16 buffers on the GPU (sliding_window_logits), plus the softmax of one fold
+        needed = accumulation_bytes(data_shape, self.num_classes, 2) + 2 * self.num_classes * int(np.prod(data_shape[1:]))
         return self.device if needed < _DEVICE_MEMORY_SHARE * free_device_memory(self.device) else torch.device("cpu")

@@ -11,7 +11,10 @@ so every slice of the ``(C, z, y, x)`` volume is tiled, and windows of several s
 one forward pass.
 
 Everything stays on the device when the estimate says it fits (no host synchronisation per
-window); otherwise the image-sized buffers live in CPU memory and only the windows travel.
+window); otherwise the image-sized buffers live in CPU memory and only the windows travel. On a
+GPU the buffers are float16 (half the memory and traffic; the weights' smallest value is raised
+to float16's smallest normal number so that no voxel's weight underflows) and are normalised
+in place.
 """
 
 from __future__ import annotations
@@ -111,37 +114,45 @@ def _flip(x: torch.Tensor, dims) -> torch.Tensor:
     return torch.flip(x, list(dims)) if dims else x
 
 
+FLOAT16_SMALLEST_NORMAL = 2.0**-14
+
+
 class LogitAccumulator:
-    """Sums importance-weighted window logits into a ``(K, z, y, x)`` buffer.
+    """Sums importance-weighted window logits into a ``(K, z, y, x)`` buffer of ``dtype``.
 
     ``add`` takes a batch of window logits and their slices; ``result`` divides by the
-    summed weights (every voxel is covered by at least one window, and no weight is 0).
+    summed weights, in place (every voxel is covered by at least one window, and no weight is 0).
     """
 
-    def __init__(self, num_classes: int, shape: Sequence[int], importance: torch.Tensor, device):
+    def __init__(self, num_classes: int, shape: Sequence[int], importance: torch.Tensor, device,
+                 dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
-        self.importance = importance.to(self.device, torch.float32)
-        self.logits = torch.zeros((num_classes, *shape), dtype=torch.float32, device=self.device)
-        self.weights = torch.zeros(tuple(shape), dtype=torch.float32, device=self.device)
+        self.dtype = dtype
+        self.importance = importance.to(self.device, dtype)
+        if dtype == torch.float16:  # the Gaussian's far corners underflow in float16: no voxel may weigh 0
+            self.importance.clamp_min_(FLOAT16_SMALLEST_NORMAL)
+        self.logits = torch.zeros((num_classes, *shape), dtype=dtype, device=self.device)
+        self.weights = torch.zeros(tuple(shape), dtype=dtype, device=self.device)
 
     def add(self, logits: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> None:
         """``logits (B, K, *window)``; ``windows[b]`` the ``(z, y, x)`` slices of window ``b``."""
         # an asynchronous copy is only safe towards the GPU (a GPU->CPU one may be read too early);
         # channels-last network outputs are made contiguous once rather than read strided per window
-        logits = logits.to(self.device, torch.float32, non_blocking=self.device.type == "cuda",
+        logits = logits.to(self.device, self.dtype, non_blocking=self.device.type == "cuda",
                            memory_format=torch.contiguous_format)
         for b, window in enumerate(windows):
             self.logits[(slice(None), *window)].addcmul_(logits[b], self.importance)
             self.weights[window] += self.importance
 
     def result(self) -> torch.Tensor:
-        return self.logits / self.weights
+        """The weighted mean logits (the buffer itself, divided in place)."""
+        return self.logits.div_(self.weights)
 
 
-def accumulation_bytes(data_shape: Sequence[int], num_classes: int) -> int:
-    """Bytes of the image-sized buffers: the input, the logit sum, the weights, the softmax."""
+def accumulation_bytes(data_shape: Sequence[int], num_classes: int, bytes_per_value: int = 4) -> int:
+    """Bytes of the image-sized buffers: the input (float32), the logit sum, the weights, the softmax."""
     voxels = int(np.prod(data_shape[1:]))
-    return 4 * voxels * (int(data_shape[0]) + 2 * num_classes + 1)
+    return voxels * (4 * int(data_shape[0]) + bytes_per_value * (2 * num_classes + 1))
 
 
 def sliding_window_logits(
@@ -156,6 +167,7 @@ def sliding_window_logits(
     num_classes: int | None = None,
     progress: bool = False,
     amp_dtype: torch.dtype | None = None,
+    accumulate_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Importance-weighted mean logits ``(K, z, y, x)`` of ``network`` over ``data (C, z, y, x)``.
 
@@ -169,7 +181,7 @@ def sliding_window_logits(
     runs under autocast to ``amp_dtype`` when given (``torch.bfloat16`` on a CPU with native
     BF16; on CUDA the dtype the network was trained in, :func:`segforge.devices.prediction_dtype`);
     ``torch.float32`` means no autocast; None: float16 on CUDA, none on the CPU. Logits are
-    accumulated in float32.
+    accumulated in ``accumulate_dtype`` (None: float16 on a GPU, float32 on the CPU).
     """
     device = torch.device(device) if device is not None else _device_of(network)
     accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else device
@@ -203,7 +215,8 @@ def sliding_window_logits(
                 logits = logits[:, :, None]
             if accumulator is None:
                 k = num_classes or logits.shape[1]
-                accumulator = LogitAccumulator(k, data.shape[1:], importance, accumulate_device)
+                dtype = accumulate_dtype or (torch.float16 if accumulate_device.type == "cuda" else torch.float32)
+                accumulator = LogitAccumulator(k, data.shape[1:], importance, accumulate_device, dtype)
             accumulator.add(logits, chunk)
             bar.update(len(chunk))
         result = accumulator.result()

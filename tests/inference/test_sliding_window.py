@@ -163,3 +163,16 @@ def test_a_single_window_pass_on_the_cpu_runs_as_two_and_returns_one():
     out = network_forward(Recorder(), x)
     assert seen == [2] and out.shape == (1, 1, 2, 2, 2)
     torch.testing.assert_close(out, x * 2)
+
+
+def test_float16_accumulation_keeps_every_voxel_weighed():
+    """The GPU's float16 buffers: the Gaussian's far corners would underflow to a weight of 0 (a 0/0 at the
+    image's corners); raised to float16's smallest normal number, the result is input + 1 to float16's
+    precision everywhere, corners included."""
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(2, 40, 36, 44)).astype(np.float32)
+    assert gaussian_importance_map((32, 32, 32)).min() < 2.0**-24  # below float16's smallest subnormal
+    out = sliding_window_logits(PlusOne(), data, (32, 32, 32), step=0.5, batch_size=2, device="cpu",
+                                accumulate_dtype=torch.float16)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), torch.from_numpy(data) + 1, rtol=2e-3, atol=2e-3)

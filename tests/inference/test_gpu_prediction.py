@@ -1,0 +1,23 @@
+"""Prediction on a GPU end to end (float16 buffers, labels made on the device) against the CPU's labels."""
+
+import numpy as np
+import pytest
+import torch
+
+from segforge.inference.predictor import Predictor
+from segforge.io.geometry import Geometry
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_labels_agree_with_the_cpu(model_folder):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 14, 30, 26)).astype(np.float32)
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()), image.shape[1:])
+    cpu, _ = Predictor(model_folder, device="cpu").predict_case(image, geometry)
+    gpu_predictor = Predictor(model_folder, device="cuda")
+    data, properties = gpu_predictor.preprocess(image, geometry)
+    probabilities = gpu_predictor.predict_preprocessed(data, properties)
+    assert probabilities.is_cuda and probabilities.dtype == torch.float16
+    gpu, _ = gpu_predictor.restore(probabilities, properties)
+    assert gpu.shape == cpu.shape and (gpu == cpu).mean() > 0.99
