@@ -55,7 +55,12 @@ def main(argv=None) -> int:
         save_summary(summary, output)
         print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
         print(f"summary written to {output}")
-        not_scored = sum(len(summary[k]) for k in ("missing_predictions", "geometry_mismatches", "unreadable"))
+        not_scored = [f"{case}: prediction missing" for case in summary["missing_predictions"]]
+        not_scored += [f"{m['case']}: prediction grid differs from the reference ({m['difference']})"
+                       for m in summary["geometry_mismatches"]]
+        not_scored += [f"{u['case']}: {u['file']}: {u['reason']}" for u in summary["unreadable"]]
+        for line in not_scored:  # the per-case convention of every command: "prog: failed: case: why", exit 1
+            print(f"{PROG}: failed: {line}", file=sys.stderr)
         return 1 if not_scored else 0
 
     return run_command(PROG, body)

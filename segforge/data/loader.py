@@ -21,6 +21,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
 from segforge.data.patch_sampler import PatchSampler
+from segforge.workers import die_with_parent
 
 __all__ = [
     "TrainingBatches",
@@ -121,12 +122,33 @@ class BatchLoader:
             self.augmenter._finish()
 
 
+class _WorkerBatches:
+    """A batch source as seen inside a worker process: the worker first ties its life to this
+    process (a ``kill -9`` of training must not leave workers behind), then draws batches."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.parent_pid = os.getpid()
+
+    def set_thread_id(self, thread_id: int) -> None:  # batchgenerators calls this first thing in a worker
+        die_with_parent(self.parent_pid)
+        if hasattr(self.batches, "set_thread_id"):
+            self.batches.set_thread_id(thread_id)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.batches)
+
+
 def make_loader(batches, transform, num_workers: int, seeds: list[int] | None = None,
                 pin_memory: bool = False) -> BatchLoader:
-    """Transformed batches as tensors; made in worker processes when ``num_workers > 0``."""
+    """Transformed batches as tensors; made in worker processes when ``num_workers > 0`` (they die with this one)."""
     if num_workers <= 0:
         return BatchLoader(SingleThreadedAugmenter(batches, transform), pin_memory)
-    augmenter = MultiThreadedAugmenter(batches, transform, num_processes=num_workers, num_cached_per_queue=3,
+    augmenter = MultiThreadedAugmenter(_WorkerBatches(batches), transform, num_processes=num_workers,
+                                       num_cached_per_queue=3,
                                        seeds=seeds, pin_memory=False, wait_time=0.002)
     return BatchLoader(augmenter, pin_memory)
 

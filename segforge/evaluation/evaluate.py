@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from segforge.errors import DatasetProblems, InputError
+from segforge.errors import InputError
 from segforge.evaluation.metrics import class_metrics
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 from segforge.io.atomic import write_text_atomic
@@ -104,7 +104,7 @@ def evaluate_folders(
 
     ``execution``: executor and workers (default: ``num_processes`` local processes).
 
-    Raises :class:`DatasetProblems` when no case could be scored (no reference files, or none
+    Raises :class:`InputError` when no case could be scored (no reference files, or none
     with a readable prediction on the same grid).
     """
     references = label_files(reference_folder)
@@ -136,7 +136,7 @@ def evaluate_pairs(
     """Score ``(case, reference_file, prediction_file)`` triples; the summary dict (module docstring).
 
     ``missing`` names cases without a prediction (listed, not scored). Raises
-    :class:`DatasetProblems` when no case could be scored.
+    :class:`InputError` (one line: the first reason, and how many more) when no case could be scored.
     """
     results = _run(pairs, labels, tolerance_mm, execution or ExecutionSettings(workers=max(1, int(num_processes))))
     cases, mismatches, unreadable = [], [], []
@@ -170,8 +170,9 @@ def evaluate_pairs(
         problems += [f"case {m['case']}: prediction grid differs from the reference ({m['difference']})"
                      for m in mismatches]
         problems += [f"{u['file']}: {u['reason']}" for u in unreadable]
-        problems.append(f"nothing could be evaluated ({len(pairs) + len(missing)} reference cases)")
-        raise DatasetProblems(problems)
+        more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+        raise InputError(f"nothing could be evaluated among {len(pairs) + len(missing)} reference case(s): "
+                         f"{problems[0] if problems else 'no pairs'}{more}")
     return summary
 
 

@@ -194,6 +194,9 @@ def _death_reason(process) -> str:
 
 def _worker_main(connection, stage: CaseStage, threads: int, run_id: str, device: str | None) -> None:
     """A worker process: set up, then answer ``(name, payload)`` messages until ``None``."""
+    from segforge.workers import die_with_parent
+
+    die_with_parent()  # a kill -9 of the run leaves no worker behind (the fork server's children die with it)
     context, error = start_worker(stage, threads, run_id, device)
     lock = threading.Lock()
 

@@ -105,8 +105,8 @@ def temporary_path(path: str | os.PathLike, check: Callable[[Path], None] | None
                 check(tmp)
             os.replace(tmp, target)
             _fsync_folder(target.parent)
-        except OSError as exc:
-            raise WriteError(f"cannot write: {describe_os_error(exc, target.parent)}", target) from None
+        except (OSError, RuntimeError) as exc:  # RuntimeError: torch.save's "iostream error" on a full disk
+            raise WriteError(f"cannot write: {_write_failure(exc, target.parent)}", target) from None
         except WriteError:
             raise
         except InputError as exc:  # the check refused what was written
@@ -263,12 +263,26 @@ def _free_text(folder: Path) -> str:
     return f"{free} bytes free on its disk"
 
 
-def _damaged_text(reason: str, folder: Path) -> str:
+def _write_failure(exc: Exception, folder: Path) -> str:
+    """What went wrong, blaming a full disk when the writer said less (numpy: "4800 requested and 992
+    written", torch: "iostream error") and the disk is in fact (nearly) full."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return describe_os_error(exc, folder)
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if _low_space(folder):
+        return f"no space left on device ({_free_text(folder)}; {detail})"
+    return detail
+
+
+def _low_space(folder: Path) -> bool:
     try:
-        low = shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
     except OSError:
-        low = False
-    if low:  # some writers (SimpleITK) do not report a full disk; the read-back finds it
+        return False
+
+
+def _damaged_text(reason: str, folder: Path) -> str:
+    if _low_space(folder):  # some writers (SimpleITK) do not report a full disk; the read-back finds it
         return f"cannot write: no space left on device ({_free_text(folder)}; the file read back: {reason})"
     return f"written file does not read back whole ({reason})"
 

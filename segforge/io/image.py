@@ -248,7 +248,7 @@ def _from_sitk(image: sitk.Image, path: Path, strict: bool = True) -> tuple[np.n
     size = image.GetSize()
     if min(size) < 1 or int(np.prod(size)) == 0:
         raise InputError("image has no voxels", path)
-    if size[2] == 1:
+    if size[2] == 1 and strict:
         raise InputError(f"2D image (size {size}); expected 3D", path)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     if strict:

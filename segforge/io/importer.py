@@ -25,6 +25,7 @@ from tqdm import tqdm
 from segforge import paths
 from segforge.errors import DatasetProblems, InputError
 from segforge.io.atomic import check_writable_folder, process_alive, remove_stale_temporaries, write_json_atomic
+from segforge.workers import die_with_parent
 from segforge.io.dataset import RawDataset, load_dataset_json, parse_channel_names, parse_labels
 from segforge.io.image import read_image, read_label, write_image
 from segforge.io.plain_layout import SourceCase, find_subsets, list_entries, pair_cases
@@ -333,7 +334,7 @@ def _build(tmp: Path, source: Path, cases: list[SourceCase], channel_names, labe
     pool = None
     if num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
         # spawn, not fork: ITK's thread pool does not survive a fork; one pool converts and verifies
-        pool = mp.get_context("spawn").Pool(min(num_processes, len(tasks)))
+        pool = mp.get_context("spawn").Pool(min(num_processes, len(tasks)), initializer=die_with_parent)
     try:
         results = list(tqdm(pool.imap(_convert, tasks) if pool else map(_convert, tasks), **bar))
         return _finish(tmp, source, cases, tasks, results, channel_names, label_names, split_why, match, name,

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segforge.errors import DatasetProblems, InputError
+from segforge.workers import die_with_parent
 from segforge.io.dataset import RawCase, RawDataset
 from segforge.io.image import read_image, read_label
 
@@ -71,7 +72,7 @@ def verify_dataset(ds: RawDataset, num_processes: int = 2, progress: bool = True
             problems += lines
     elif num_processes > 1 and len(tasks) > num_processes:  # fewer cases are not worth starting processes
         # spawn, not fork: ITK's thread pool does not survive a fork
-        with mp.get_context("spawn").Pool(min(num_processes, len(tasks))) as own_pool:
+        with mp.get_context("spawn").Pool(min(num_processes, len(tasks)), initializer=die_with_parent) as own_pool:
             for lines in tqdm(own_pool.imap(_run_check, tasks), **bar):
                 problems += lines
     else:

@@ -28,8 +28,23 @@ def test_splits_written_once(tmp_path):
     first = load_or_create_splits(tmp_path, cases)
     assert json.loads((tmp_path / "splits.json").read_text()) == first
     assert first["source"] == "kfold" and "why" in first
-    # a later call (even with other cases) reads the file and does not re-split
-    assert load_or_create_splits(tmp_path, cases + ["c9"]) == first
+    assert first["cases"] == cases
+    # a later call reads the file and does not re-split
+    assert load_or_create_splits(tmp_path, list(reversed(cases))) == first
+    # ... but refuses to silently leave out cases it was not made from (issue 18: a split frozen from an
+    # interrupted preprocessing left 8 of 12 cases unused in every later training)
+    with pytest.raises(InputError, match=r"splits.json: its folds were made from 6 cases but 7 are preprocessed "
+                                         r"now: 1 case\(s\) in no fold \(c9\); delete it"):
+        load_or_create_splits(tmp_path, cases + ["c9"])
+
+
+def test_a_single_case_has_no_folds_but_fold_all(tmp_path):
+    splits = load_or_create_splits(tmp_path, ["only"])
+    assert splits["folds"] == [] and "fold 'all'" in splits["why"]
+    assert load_or_create_splits(tmp_path, ["only"]) == splits
+    assert fold_cases(splits, "all", ["only"]) == (["only"], ["only"])
+    with pytest.raises(InputError, match=r"fold 0 does not exist: 1 training case: too few .* train fold 'all'"):
+        fold_cases(splits, 0, ["only"])
 
 
 def test_predefined_split_is_fold_0(tmp_path):

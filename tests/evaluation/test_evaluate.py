@@ -70,4 +70,5 @@ def test_nothing_evaluated_exits_2(tmp_path, capsys):
     pred.mkdir()
     assert main(["-ref", str(ref), "-pred", str(pred)]) == 2
     err = capsys.readouterr().err
-    assert "case a: prediction missing" in err and "nothing could be evaluated" in err
+    assert "nothing could be evaluated among 1 reference case(s): case a: prediction missing" in err
+    assert len(err.strip().splitlines()) == 1
