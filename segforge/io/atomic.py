@@ -105,7 +105,7 @@ def temporary_path(path: str | os.PathLike, check: Callable[[Path], None] | None
                 check(tmp)
             os.replace(tmp, target)
             _fsync_folder(target.parent)
-        except (OSError, RuntimeError) as exc:  # RuntimeError: torch.save's "iostream error" on a full disk
+        except OSError as exc:
             raise WriteError(f"cannot write: {_write_failure(exc, target.parent)}", target) from None
         except WriteError:
             raise
@@ -264,11 +264,12 @@ def _free_text(folder: Path) -> str:
 
 
 def _write_failure(exc: Exception, folder: Path) -> str:
-    """What went wrong, blaming a full disk when the writer said less (numpy: "4800 requested and 992
+    """What went wrong, blaming a full disk when a writer gave no reason (numpy: "4800 requested and 992
     written", torch: "iostream error") and the disk is in fact (nearly) full."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return describe_os_error(exc, folder)
-    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    text = (getattr(exc, "strerror", None) or str(exc)).strip()
+    detail = text.splitlines()[0][:200] if text else type(exc).__name__
     if _low_space(folder):
         return f"no space left on device ({_free_text(folder)}; {detail})"
     return detail

@@ -26,7 +26,10 @@ __all__ = ["save_checkpoint", "load_checkpoint", "check_network_state"]
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
     """``torch.save`` to a temporary name in the same folder, fsync, check the archive, rename over ``path``."""
     with temporary_path(path, _check_archive) as tmp:
-        torch.save(checkpoint, tmp)
+        try:
+            torch.save(checkpoint, tmp)
+        except RuntimeError as exc:  # a full disk reads "basic_ios::clear: iostream error"
+            raise OSError(None, f"torch.save: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _check_archive(path: Path) -> None:
