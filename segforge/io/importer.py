@@ -79,6 +79,7 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
     folder_name = paths.dataset_folder_name(dataset_id, name)
     raw_root = paths.raw_root()
     dest = raw_root / folder_name
+    _recover_interrupted(raw_root)  # what a killed import left, before anything is decided
     _check_places(source, dest, raw_root, dataset_id, folder_name)
 
     # 1. list and pair
@@ -109,7 +110,6 @@ def import_plain_dataset(source: str | os.PathLike, dataset_id: int, name: str, 
     # 3. convert into a temporary folder next to the target (named with this process's id, so a
     # later import can tell a killed run's leftovers from a running one's)
     check_writable_folder(raw_root, "raw datasets folder")
-    _recover_interrupted(raw_root)
     work = raw_root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = work / folder_name
     try:

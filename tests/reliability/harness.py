@@ -110,5 +110,5 @@ def run_on_small_disk(mount_point: Path, size: str, script: str, env: dict | Non
     shell = f'mount -t tmpfs -o {options} tmpfs "{mount_point}" && exec "{sys.executable}" -c "$SEGFORGE_TEST_SCRIPT"'
     full_env = {**os.environ, **(env or {}), "SEGFORGE_TEST_SCRIPT": script,
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "inference")])}
-    return subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    return subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, encoding="utf-8",
+                          errors="replace", env=full_env, timeout=timeout)

@@ -39,7 +39,8 @@ def _env(folders: Path) -> dict:
 
 def _start(folders: Path, module: str, argv: list) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *map(str, argv)], env=_env(folders),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8", errors="replace",
+                            start_new_session=True)
 
 
 def _finish(folders: Path, module: str, argv: list, timeout: float = 600) -> str:

@@ -44,7 +44,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_loader_workers_die_when_training_is_killed():
-    process = subprocess.Popen([sys.executable, "-c", LOADER_SCRIPT], stdout=subprocess.PIPE, text=True,
+    process = subprocess.Popen([sys.executable, "-c", LOADER_SCRIPT], stdout=subprocess.PIPE, encoding="utf-8",
+                               errors="replace",
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         line = process.stdout.readline()
