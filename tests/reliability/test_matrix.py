@@ -477,7 +477,7 @@ def _nan_latest(ws: Workspace) -> Path:
 
 def test_the_matrix_is_large_enough_and_documented():
     assert len(ROWS) >= 60 and len({r.id for r in ROWS}) == len(ROWS)
-    page = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text(encoding="utf-8")
     undocumented = [r.id for r in ROWS if f"`{r.id}`" not in page]
     assert not undocumented, f"rows missing from docs/reliability.md: {undocumented}"
 
