@@ -20,7 +20,7 @@ PACKAGE = Path(segforge.__file__).parent
 
 # lowest first; names on one line share a layer (they may import each other, but not in a cycle)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "registry", "resources", "devices"),
+    ("errors", "registry", "resources", "devices", "workers"),
     ("paths",),
     ("io", "execution"),
     ("synthetic",),

@@ -20,7 +20,7 @@ import torch
 from segforge.errors import InputError
 from segforge.io.atomic import temporary_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_network_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_network_state", "fold_plans_versions"]
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
@@ -72,3 +72,22 @@ def check_network_state(state, path) -> None:
         raise InputError(f"checkpoint holds {total} NaN/infinite weights in {len(bad)} tensor(s) (first: {bad[0][0]}): "
                          "the model is damaged (a diverged training run or a corrupted file); use another checkpoint "
                          "or train again", path)
+
+
+def fold_plans_versions(model_folder: str | os.PathLike) -> dict[str, str | None]:
+    """``{fold: plans_version}`` of the checkpoints in a model folder's ``fold_*`` folders (the
+    newest of latest/final/best per fold; None where a checkpoint records no version or cannot
+    be read). Tensors are memory-mapped, not read: only the version string is looked at."""
+    versions: dict[str, str | None] = {}
+    for fold_folder in sorted(Path(model_folder).glob("fold_*")):
+        files = [p for p in (fold_folder / f"checkpoint_{w}.pt" for w in ("latest", "final", "best")) if p.is_file()]
+        if not files:
+            continue
+        newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+        try:
+            checkpoint = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+            version = checkpoint.get("plans_version") if isinstance(checkpoint, dict) else None
+        except Exception:  # a damaged file is refused where it is loaded; here it records no version
+            version = None
+        versions[fold_folder.name[len("fold_"):]] = None if version is None else str(version)
+    return versions

@@ -17,7 +17,10 @@
 * one checkpoint format (``checkpoint_{latest,best,final}.pt``, loaded on the CPU with
   ``weights_only=True``; ``--continue`` resumes exactly);
 * ``log.csv``, the progress bar, pictures drawn in a background thread, TensorBoard
-  (:class:`~segforge.training.reporting.EpochReporter`).
+  (:class:`~segforge.training.reporting.EpochReporter`);
+* the safeguards (:mod:`segforge.training.safeguards`): an incomplete preprocessing, a step that
+  cannot fit the device, a fold trained with other plans than its model folder's other folds are
+  refused before training; a run whose loss or weights stop being finite stops before saving.
 
 A subclass gives its steps: :meth:`setup` (losses, data), :meth:`build_network`,
 :meth:`make_training_loader`, :meth:`training_loss` (the train step's forward and loss; or
@@ -55,6 +58,7 @@ import torch
 
 from segforge import paths
 from segforge.data import default_num_workers, fold_cases, list_preprocessed_cases, load_or_create_splits, parse_fold
+from segforge.data.splits import check_preprocessing_complete
 from segforge.devices import autocast_dtype, dtype_name, resolve_device
 from segforge.errors import InputError
 from segforge.io.atomic import temporary_path
@@ -66,6 +70,7 @@ from segforge.training.checkpoint import restore_rng_states, rng_states
 from segforge.training.distributed import ProcessGroup, batch_share
 from segforge.training.options import TrainingOptions, augment_on, changed_options, compile_network, cpu_threads
 from segforge.training.progress_log import TrainingLog
+from segforge.training.safeguards import check_finite_training, check_model_folder_plans, check_training_memory
 from segforge.training.reporting import EpochReporter, write_json
 from segforge.training.schedule import OPTIMIZERS, PolyLRSchedule, build_optimizer
 
@@ -141,6 +146,7 @@ class Trainer:
         """Seeds, the fold's cases, network, optimiser, schedule, precision, then :meth:`setup`."""
         self.seed_everything()
         self.train_cases, self.val_cases = self.load_fold_cases()
+        self.check_memory()
         self.plain_network = to_device_layout(self.build_network(), self.device)  # what checkpoints hold
         self.network = self.plain_network  # what the steps call: wrapped by wrap_network() in run()
         o = self.options
@@ -186,18 +192,19 @@ class Trainer:
         return fold_cases(splits, self.fold, cases)
 
     def check_preprocessing(self, cases: list[str]) -> None:
-        """The first case must have been preprocessed with this configuration's settings."""
+        """Every case of the dataset was preprocessed, and with this configuration's settings: an
+        interrupted preprocessing is refused, naming the missing cases, before splits are made."""
         from segforge.preprocessing.case import preprocessing_version
 
         if not cases:
             raise InputError("no preprocessed training cases; run segforge_plan_and_preprocess", self.data_folder)
-        path = self.data_folder / f"{cases[0]}.json"
-        try:
-            made_with = json.loads(path.read_text()).get("preprocessing_version")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read case properties ({exc})", path) from None
-        if made_with is not None and made_with != preprocessing_version(self.configuration):
-            raise InputError("preprocessed with other plans; run segforge_plan_and_preprocess again", path)
+        check_preprocessing_complete(self.preprocessed_dir, self.data_folder, cases,
+                                     preprocessing_version(self.configuration))
+
+    def check_memory(self) -> None:
+        """Refuse, before the network is built, a training step that cannot fit the device."""
+        check_training_memory(self.configuration, self.plans, self.device, autocast_dtype(self.device) is not None,
+                              self.preprocessed_dir / "plans.json")
 
     def predefined_split(self) -> dict | None:
         """``segforge_split`` of the dataset's ``dataset.json`` (preprocessed copy first, then raw), if any."""
@@ -335,14 +342,19 @@ class Trainer:
     # --- epochs ----------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """``iters_per_epoch`` train steps (fewer when :meth:`stop_reason` says so); returns
-        (mean training loss, iterations per second)."""
+        (mean training loss, iterations per second). A run whose loss or weights stopped being
+        finite is stopped here (:meth:`check_finite`), before anything of this epoch is saved."""
         self.network.train()
         loss_sum = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         bar = self.reporter.bar(epoch, self.options.iters_per_epoch)
         t0 = time.perf_counter()
         done = 0
         for _ in range(self.options.iters_per_epoch):
-            loss_sum += self.train_step(self.prepare_batch(next(self.train_loader)))
+            loss = self.train_step(self.prepare_batch(next(self.train_loader)))
+            finite = torch.isfinite(loss)  # counted on the device: no host sync per iteration
+            loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
+            nonfinite += (~finite).to(torch.int64)
             done += 1
             bar.update(1)
             if done % 10 == 0 and not bar.disable:
@@ -350,10 +362,20 @@ class Trainer:
             self._stop = self.stop_reason(epoch, done)
             if self._stop is not None:
                 break
-        mean_loss = (self.dist.all_reduce(loss_sum / done) / self.dist.world_size).item()
+        # summed over the ranks of a distributed run, so every rank takes the same stop decision
+        totals = self.dist.all_reduce(torch.stack([loss_sum.float(), nonfinite.float()]))
+        iterations = done * self.dist.world_size
+        bad = int(totals[1].item())
+        mean_loss = (totals[0] / max(iterations - bad, 1)).item()
         seconds = time.perf_counter() - t0
         bar.close()
+        self.check_finite(epoch, bad, iterations)
         return mean_loss, done / max(seconds, 1e-9)
+
+    def check_finite(self, epoch: int, nonfinite_iterations: int, iterations: int) -> None:
+        """Stop a run that diverged (weights, or every loss of the epoch, not finite) before it saves anything."""
+        check_finite_training(self.network, epoch, nonfinite_iterations, iterations,
+                              self.history[-1]["epoch"] if self.history else None, self.output_folder, self.initial_lr)
 
     def run(self, resume: bool = False) -> Path:
         """Train (or resume from ``checkpoint_latest.pt``); returns the fold folder."""
@@ -459,11 +481,16 @@ class Trainer:
             self.seed_streams(self.options.seed, self.start_epoch)
         self.load_extra_state(ckpt)
 
+    def check_model_folder_plans(self) -> None:
+        """A model folder never holds folds trained with different plans (see training/safeguards.py)."""
+        check_model_folder_plans(self.model_folder, self.fold, self.configuration.version())
+
     def write_model_folder_files(self) -> None:
         """``plans.json`` and ``dataset.json`` beside the folds (a model folder stands alone), and
         ``training_options.json`` of this run in the fold folder."""
         if not self.writes_files:
             return
+        self.check_model_folder_plans()
         self.output_folder.mkdir(parents=True, exist_ok=True)
         self.plans.save(self.model_folder / "plans.json")
         source = next((p for p in (self.preprocessed_dir / "dataset.json",

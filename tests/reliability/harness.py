@@ -109,6 +109,6 @@ def run_on_small_disk(mount_point: Path, size: str, script: str, env: dict | Non
     options = f"size={size}" + (",ro" if read_only else "")
     shell = f'mount -t tmpfs -o {options} tmpfs "{mount_point}" && exec "{sys.executable}" -c "$SEGFORGE_TEST_SCRIPT"'
     full_env = {**os.environ, **(env or {}), "SEGFORGE_TEST_SCRIPT": script,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "inference")])}
+                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, encoding="utf-8",
                           errors="replace", env=full_env, timeout=timeout)

@@ -65,8 +65,8 @@ print("REPORT " + json.dumps(report))
 
 
 def _scenario(folders, disk, size, module, argv, argv2=None):
-    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"),
-                                               ("SEGFORGE_RESULTS", "res"))}
+    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "preprocessed"),
+                                               ("SEGFORGE_RESULTS", "results"))}
     env["OMP_NUM_THREADS"] = "1"
     script = SCRIPT.format(module=module, argv=[str(a) for a in argv], argv2=[str(a) for a in (argv2 or argv)],
                            disk=disk)
@@ -93,7 +93,7 @@ def test_disk_full_during_preprocessing(folders):
 
     make_synthetic_dataset(964, "Full", num_train=6, num_test=0, shape=(12, 24, 24), raw_root=folders / "raw")
     _plan_only(folders, 964)
-    disk = folders / "pre" / "Dataset964_Full" / "3d_fullres"  # the preprocessed cases go onto a 120 KB disk
+    disk = folders / "preprocessed" / "Dataset964_Full" / "3d_fullres"  # the preprocessed cases go onto a 120 KB disk
     report = _scenario(folders, disk, "120k", "segforge.cli.plan_and_preprocess", ["-d", "964", "-np", "1"])
     first = report["first"]
     assert first["code"] == 2
@@ -109,10 +109,10 @@ def test_disk_full_during_preprocessing(folders):
 
 
 def test_disk_full_during_training_stops_with_one_line_and_continue_completes(folders):
-    from fake_preprocessed import write_fake_dataset
+    from helpers.fake_preprocessed import write_fake_dataset
 
-    write_fake_dataset(folders / "pre", n_cases=4)
-    disk = folders / "res" / "Dataset999_Fake"
+    write_fake_dataset(folders / "preprocessed", n_cases=4)
+    disk = folders / "results" / "Dataset999_Fake"
     argv = ["999", "0", "--epochs", "2", "--iters-per-epoch", "2", "--val-iters", "1", "--num-workers", "0",
             "--no-progress-bar", "--no-validation", "--device", "cpu"]
     report = _scenario(folders, disk, "200k", "segforge.cli.train", argv, argv + ["--continue"])
@@ -149,13 +149,13 @@ def test_disk_full_during_import_leaves_segforge_raw_as_it_was(folders, tmp_path
 
 
 def test_read_only_output_is_refused_before_the_network_runs(folders, tmp_path):
-    from inference_fixtures import tiny_plans, write_case, write_model_folder
+    from helpers.inference_fixtures import tiny_plans, write_case, write_model_folder
 
-    write_model_folder(folders / "res", tiny_plans())
+    write_model_folder(folders / "results", tiny_plans())
     write_case(tmp_path / "in", "a")
     out = tmp_path / "ro"
-    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"),
-                                               ("SEGFORGE_RESULTS", "res"))}
+    env = {k: str(folders / v) for k, v in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "preprocessed"),
+                                               ("SEGFORGE_RESULTS", "results"))}
     script = (f"import sys; from segforge.cli.predict import main; "
               f"sys.exit(main(['-i', '{tmp_path / 'in'}', '-o', '{out}', '-d', '987', '--disable-tta']))")
     done = run_on_small_disk(out, "1m", script, env, read_only=True)

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 def _env(folders: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SEGFORGE_RAW": str(folders / "raw"),
-            "SEGFORGE_PREPROCESSED": str(folders / "pre"), "SEGFORGE_RESULTS": str(folders / "res")}
+            "SEGFORGE_PREPROCESSED": str(folders / "preprocessed"), "SEGFORGE_RESULTS": str(folders / "results")}
 
 
 def _start(folders: Path, module: str, argv: list) -> subprocess.Popen:
@@ -93,7 +93,7 @@ def test_sigkill_during_preprocessing_then_rerun_completes_identically(folders):
     make_synthetic_dataset(967, "Kill", num_train=n, num_test=0, shape=(24, 48, 48), raw_root=folders / "raw")
     argv = ["-d", "967", "-np", "1", "--gpu-memory-gb", "0.5"]
     _finish(folders, "segforge.cli.plan_and_preprocess", argv)
-    cases = folders / "pre" / "Dataset967_Kill" / "3d_fullres"
+    cases = folders / "preprocessed" / "Dataset967_Kill" / "3d_fullres"
     reference = _digests(cases, "case_*")
     assert len(reference) == 3 * n
     for p in cases.iterdir():
@@ -113,11 +113,11 @@ def test_sigkill_during_preprocessing_then_rerun_completes_identically(folders):
 
 # ------------------------------------------------------------------------------ prediction
 def test_sigkill_during_prediction_then_continue_completes_identically(folders, tmp_path):
-    from inference_fixtures import tiny_plans, write_case, write_model_folder
+    from helpers.inference_fixtures import tiny_plans, write_case, write_model_folder
 
     from segforge.io.image import read_label
 
-    write_model_folder(folders / "res", tiny_plans(patch=(16, 32, 32)))
+    write_model_folder(folders / "results", tiny_plans(patch=(16, 32, 32)))
     inp, out = tmp_path / "in", tmp_path / "out"
     n = 8
     rng_images = np.random.default_rng(0)
@@ -171,10 +171,10 @@ def _check_fold_whole(fold: Path) -> int:
 
 
 def test_sigkill_during_training_then_continue_gives_the_uninterrupted_log(folders):
-    from fake_preprocessed import write_fake_dataset
+    from helpers.fake_preprocessed import write_fake_dataset
 
-    write_fake_dataset(folders / "pre", n_cases=4)
-    fold = folders / "res" / "Dataset999_Fake" / "SegmentationTrainer__3d_fullres" / "fold_0"
+    write_fake_dataset(folders / "preprocessed", n_cases=4)
+    fold = folders / "results" / "Dataset999_Fake" / "SegmentationTrainer__3d_fullres" / "fold_0"
     _finish(folders, "segforge.cli.train", TRAIN)
     reference = _log(fold)
     assert [r["epoch"] for r in reference] == [str(e) for e in range(EPOCHS)]

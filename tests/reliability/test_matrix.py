@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from harness import assert_refused, run, tree_hashes
-from inference_fixtures import odd_geometry, tiny_plans, write_case, write_model_folder
+from helpers.inference_fixtures import odd_geometry, tiny_plans, write_case, write_model_folder
 from segforge.io.geometry import Geometry
 from segforge.io.image import write_image
 
@@ -36,7 +36,7 @@ RAW = "Dataset961_Matrix"
 @pytest.fixture(scope="session")
 def pristine(tmp_path_factory) -> Path:
     """A raw dataset (3 training cases) and a fake preprocessed dataset, made once and copied per row."""
-    from fake_preprocessed import write_fake_dataset
+    from helpers.fake_preprocessed import write_fake_dataset
 
     from segforge.synthetic import make_synthetic_dataset
 
@@ -51,7 +51,7 @@ class Workspace:
 
     def __init__(self, root: Path, pristine: Path):
         self.root = root
-        self.raw, self.pre, self.res = root / "raw", root / "pre", root / "res"
+        self.raw, self.pre, self.res = root / "raw", root / "preprocessed", root / "results"  # the SEGFORGE_* ones
         shutil.copytree(pristine / "raw", self.raw)
         shutil.copytree(pristine / "pre", self.pre)
         self.res.mkdir()
@@ -116,9 +116,10 @@ class Workspace:
     def earlier_fold(self) -> Path:
         """An earlier trained fold of the fake dataset that a refused training must leave alone."""
         folder = self.res / "Dataset999_Fake" / "SegmentationTrainer__3d_fullres"
-        (folder / "fold_1").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.fake / "plans.json", folder / "plans.json")
-        torch.save({"network_state": {}, "epoch": 3}, folder / "fold_1" / "checkpoint_final.pt")
+        if not (folder / "fold_1").is_dir():
+            (folder / "fold_1").mkdir(parents=True)
+            shutil.copyfile(self.fake / "plans.json", folder / "plans.json")
+            torch.save({"network_state": {}, "epoch": 3}, folder / "fold_1" / "checkpoint_final.pt")
         return folder
 
     # evaluation parts
@@ -411,9 +412,21 @@ ROWS = [
     Row("train-splits-invalid", "train", lambda ws: _write_bytes(ws.fake / "splits.json", b"{") and _train(ws), 2,
         "splits.json", r"splits file is not valid"),
     Row("train-device-cuda-missing", "train", lambda ws: _train(ws)[:-2] + ["--device", "cuda"], 2, None,
-        r"no CUDA GPU is available", ),
+        r"no CUDA device is available"),
     Row("train-resume-nan-checkpoint", "train", lambda ws: _nan_latest(ws) and _train(ws, "--continue"), 2,
         "checkpoint_latest.pt", r"NaN/infinite weights"),
+    Row("train-preprocessing-incomplete", "train", lambda ws: _fingerprint_of(ws, 5) and _train(ws), 2, "3d_fullres",
+        r"preprocessing is incomplete: 1 of 5 cases are missing \(case_004\)"),
+    Row("train-preprocessed-other-plans", "train", lambda ws: _edit_json(
+        ws.fake / "3d_fullres" / "case_002.json", lambda d: d.update(preprocessing_version="0ther0ther00"))
+        and _train(ws), 2, "3d_fullres", r"1 of 4 cases were preprocessed with other plans \(case_002\)"),
+    Row("train-fold-of-other-plans", "train", lambda ws: _old_fold(ws) and _train(ws), 2,
+        "SegmentationTrainer__3d_fullres", r"fold\(s\) 1 in this model folder were trained with other plans"),
+    Row("train-one-case-fold-0", "train", lambda ws: _keep_cases(ws, 1) and _train(ws), 2, None,
+        r"fold 0 does not exist: 1 training case: too few for cross-validation; only fold 'all' trains"),
+    Row("train-patch-too-big", "train", lambda ws: _edit_json(ws.fake / "plans.json", lambda p: p["configurations"][
+        "3d_fullres"].update(patch_size=[1024, 1024, 1024])) and _train(ws, fold="all"), 2, "plans.json",
+        r"training 3d_fullres with patch 1024x1024x1024 at batch 2 needs about .* \(estimate\), but the cpu has"),
     Row("train-argument-syntax", "train", lambda ws: ["999", "0", "--epochs", "ten"], 2, None,
         r"argument --epochs: invalid int value: 'ten'"),
 
@@ -435,6 +448,27 @@ ROWS = [
     Row("import-into-source", "import", lambda ws: ["-i", ws.raw, "-d", "970", "-n", "X"], 2, None,
         r"overlap"),
 ]
+
+
+def _fingerprint_of(ws: Workspace, n: int) -> Path:
+    """A fingerprint naming ``n`` training cases (the fake dataset has 4 preprocessed)."""
+    path = ws.fake / "fingerprint.json"
+    path.write_text(json.dumps({"cases": [{"name": f"case_{i:03d}"} for i in range(n)]}))
+    return path
+
+
+def _old_fold(ws: Workspace) -> Path:
+    """Fold 1 of the model folder trained with older plans."""
+    path = ws.earlier_fold() / "fold_1" / "checkpoint_final.pt"
+    torch.save({"network_state": {}, "epoch": 3, "plans_version": "01d01d01d01d"}, path)
+    return path
+
+
+def _keep_cases(ws: Workspace, n: int) -> Path:
+    for p in (ws.fake / "3d_fullres").iterdir():
+        if int(p.name[len("case_"):len("case_") + 3]) >= n:
+            p.unlink()
+    return ws.fake
 
 
 def _edit_json(path: Path, edit) -> Path:
@@ -483,9 +517,7 @@ def test_the_matrix_is_large_enough_and_documented():
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_bad_input_is_refused_cleanly(row: Row, pristine, tmp_path, monkeypatch):
-    for name, sub in (("SEGFORGE_RAW", "raw"), ("SEGFORGE_PREPROCESSED", "pre"), ("SEGFORGE_RESULTS", "res")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
+def test_bad_input_is_refused_cleanly(row: Row, pristine, tmp_path):
     torch.set_num_threads(1)
     ws = Workspace(tmp_path, pristine)
     argv = row.setup(ws)
