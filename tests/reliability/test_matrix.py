@@ -367,6 +367,9 @@ ROWS = [
     Row("predict-case-4d", "predict", lambda ws: _write_4d(ws.images() / "b_0000.nii.gz") and _predict(ws), 1,
         "b_0000.nii.gz", r"(4D|components per voxel)", "failed"),
 
+    Row("predict-dicom-missing-slice", "predict", lambda ws: _dicom_cases(ws, missing=True), 1, "ct_b",
+        r"failed: ct_b: .*DICOM series has irregular slice spacing: .*missing slice", "failed"),
+
     # --- segforge_evaluate
     Row("evaluate-output-is-a-folder", "evaluate", lambda ws: _evaluate(ws, "-o", ws.root), 2, lambda ws: ws.root,
         r"-o is a folder; give the summary file's path"),
@@ -483,6 +486,19 @@ def _second_channel(ws: Workspace, cases) -> Path:
     for case in cases:
         shutil.copyfile(ws.image(case), ws.ds / "imagesTr" / f"case_{case:03d}_0001.nii.gz")
     return ws.edit_dataset_json(lambda d: d.update(channel_names={"0": "CT", "1": "CT"}))
+
+
+def _dicom_cases(ws: Workspace, missing: bool) -> list:
+    """Two DICOM series folders as inputs; ``ct_b`` lost a slice in the middle."""
+    from helpers.dicom_writer import write_dicom_series
+
+    folder = ws.root / "dicom"
+    hu = (np.arange(10 * 16 * 16).reshape(10, 16, 16) % 200 - 100).astype(np.int16)
+    for name in ("ct_a", "ct_b"):
+        write_dicom_series(folder / name, hu, (2.5, 0.8, 1.1), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
+    if missing:
+        (folder / "ct_b" / "slice_005.dcm").unlink()
+    return _predict(ws, inp=folder)
 
 
 def _write_4d(path: Path) -> Path:
