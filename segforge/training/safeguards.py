@@ -25,16 +25,20 @@ from segforge.io.checkpoint import fold_plans_versions
 __all__ = ["check_training_memory", "check_finite_training", "check_model_folder_plans"]
 
 
-def check_training_memory(configuration, plans, device: torch.device, half_precision: bool, plans_file: Path) -> None:
-    """Refuse a patch/batch whose training activations (the planner's estimate) exceed what ``device`` has free."""
+def check_training_memory(configuration, plans, device: torch.device, half_precision: bool, plans_file: Path,
+                          batch_size: int | None = None) -> None:
+    """Refuse a patch/batch whose training activations (the planner's estimate) exceed what ``device`` has free.
+
+    ``batch_size``: this process's share of the batch (a distributed run splits it); default the plan's."""
     from segforge.networks.memory import training_memory_bytes
     from segforge.resources import check_memory
 
     c = configuration
-    needed = training_memory_bytes(c.network, c.patch_size, c.batch_size, plans.num_channels, plans.num_classes,
+    batch = int(batch_size or c.batch_size)
+    needed = training_memory_bytes(c.network, c.patch_size, batch, plans.num_channels, plans.num_classes,
                                    2 if half_precision else 4)
     check_memory(needed, device, f"training {c.name} with patch {'x'.join(map(str, c.patch_size))} at batch "
-                 f"{c.batch_size}", plans_file,
+                 f"{batch}", plans_file,
                  "plan for this device (segforge_plan_and_preprocess --gpu-memory-gb) or lower --batch-size")
 
 

@@ -204,7 +204,7 @@ class Trainer:
     def check_memory(self) -> None:
         """Refuse, before the network is built, a training step that cannot fit the device."""
         check_training_memory(self.configuration, self.plans, self.device, autocast_dtype(self.device) is not None,
-                              self.preprocessed_dir / "plans.json")
+                              self.preprocessed_dir / "plans.json", self.batch_size)
 
     def predefined_split(self) -> dict | None:
         """``segforge_split`` of the dataset's ``dataset.json`` (preprocessed copy first, then raw), if any."""
