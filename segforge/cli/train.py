@@ -1,6 +1,6 @@
 """`segforge_train ID FOLD [-c CONFIG] [--epochs N] [--iters-per-epoch N] [--val-iters N] [--max-minutes M]
 [--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
-[--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--tensorboard]
+[--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--logger none|tensorboard|wandb]
 [--no-progress-bar] [--no-plots] [--validation-only]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=int, default=1,
                    help="train as this many processes on this machine (one per GPU; with --device cpu, CPU "
                         "processes talking through gloo), started through torchrun (default 1)")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to fold_K/tensorboard")
+    p.add_argument("--logger", default="none", choices=("none", "tensorboard", "wandb"),
+                   help="also log the epoch numbers and pictures: tensorboard (fold_K/tensorboard) or wandb "
+                   "(fold_K/wandb; offline unless WANDB_MODE is set: no account or network needed, "
+                   "upload later with wandb sync)")
     p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no per-epoch progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false",
                    help="draw no pictures (progress.png, validation and locator pictures)")
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         options = TrainingOptions(
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
-            optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, tensorboard=args.tensorboard,
+            optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, logger=args.logger,
             progress_bar=args.progress_bar, plots=args.plots, augment_on=args.augment_on, compile=args.compile)
         if args.num_gpus > 1 and not under_launcher():
             return relaunch(plans, args, argv, device)

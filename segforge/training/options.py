@@ -10,6 +10,8 @@ import torch
 
 from segforge.data.augmentation import AugmentationSettings
 from segforge.errors import InputError
+from segforge.registry import look_up
+from segforge.training.experiment_loggers import LOGGERS
 
 __all__ = ["TrainingOptions", "cpu_threads", "changed_options", "AUGMENT_ON", "augment_on", "compile_network"]
 
@@ -49,7 +51,7 @@ class TrainingOptions:
     cpu_threads: int | None = None
     progress_bar: bool = True
     plots: bool = True  # progress and validation pictures (drawn in the background)
-    tensorboard: bool = False
+    logger: str = "none"  # experiment logger: "none", "tensorboard" or "wandb" (segforge.training.experiment_loggers)
     val_plot_every: int = 5  # epochs between val_pred.png / val_truth.png updates (and at the end)
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     augment_on: str | None = None  # "gpu": batched torch augmentation on the training device; "cpu": batchgenerators
@@ -71,6 +73,7 @@ class TrainingOptions:
             raise InputError(f"gradient clipping must be a positive finite norm, got {self.grad_clip}")
         if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be at least 1, got {self.patience}")
+        look_up(self.logger, LOGGERS, "logger")  # "did you mean"
         if self.num_workers is not None and self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if self.augment_on not in (None, *AUGMENT_ON):

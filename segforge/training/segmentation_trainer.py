@@ -2,7 +2,7 @@
 
 ``segforge_results/DatasetNNN_Name/SegmentationTrainer__<configuration>/fold_K/`` receives
 ``checkpoint_{latest,best,final}.pt``, ``log.csv``, ``progress.png``, ``train_example.png``,
-``val_pred.png``/``val_truth.png``, ``training_options.json`` (and ``tensorboard/``); the
+``val_pred.png``/``val_truth.png``, ``training_options.json`` (and ``tensorboard/`` or ``wandb/`` with ``--logger``); the
 model folder above it gets copies of ``plans.json`` and ``dataset.json``.
 
 An epoch is ``iters_per_epoch`` training iterations (Dice + cross-entropy with deep
@@ -160,6 +160,7 @@ class SegmentationTrainer(Trainer):
             plots.plot_batch(example["data"].float().cpu().numpy(), example["target"][:, 0].cpu().numpy(),
                              self.output_folder / "train_example.png", "augmented training batch (labels on top)",
                              num_classes=self.num_classes)
+            self.reporter.picture("train_example", self.output_folder / "train_example.png")
         self._plotted_last = False
 
     def validate(self, epoch: int) -> dict:

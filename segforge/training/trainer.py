@@ -16,8 +16,8 @@
   method, :meth:`stop_reason`, asked after every iteration and after every epoch;
 * one checkpoint format (``checkpoint_{latest,best,final}.pt``, loaded on the CPU with
   ``weights_only=True``; ``--continue`` resumes exactly);
-* ``log.csv``, the progress bar, pictures drawn in a background thread, TensorBoard
-  (:class:`~segforge.training.reporting.EpochReporter`);
+* ``log.csv``, the progress bar, pictures drawn in a background thread, the experiment logger
+  (TensorBoard or W&B; :class:`~segforge.training.reporting.EpochReporter`);
 * the safeguards (:mod:`segforge.training.safeguards`): an incomplete preprocessing, a step that
   cannot fit the device, a fold trained with other plans than its model folder's other folds are
   refused before training; a run whose loss or weights stop being finite stops before saving.
@@ -393,6 +393,7 @@ class Trainer:
                  f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, device {self.device}, "
                  f"{self.num_workers} loader workers, epochs {self.start_epoch}..{o.epochs - 1}")
         self.reporter = EpochReporter(self.output_folder, o, self.log, self.writes_files)
+        self.reporter.epoch = self.start_epoch
         epoch = self.start_epoch - 1
         try:
             self.train_loader = self.on_device(self.make_training_loader())
@@ -402,6 +403,7 @@ class Trainer:
             for epoch in range(self.start_epoch, o.epochs):
                 t0 = time.monotonic()
                 lr = self.schedule.lr
+                self.reporter.epoch = epoch  # pictures asked for from now on belong to this epoch
                 self.before_epoch(epoch)
                 train_loss, its = self.train_epoch(epoch)
                 metrics = self.validate(epoch)

@@ -156,11 +156,3 @@ def test_segmentation_trainer_refuses_a_locator_configuration():
                                                           kind="locator", locator=LocatorSettings())
     with pytest.raises(InputError, match="is not a segmentation configuration"):
         SegmentationTrainer(plans, "locator", 0, device="cpu")
-
-
-def test_tensorboard_without_the_package_says_what_to_install(tmp_path, monkeypatch):
-    from segforge.training.reporting import EpochReporter
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
-    with pytest.raises(InputError, match="pip install tensorboard"):
-        EpochReporter(tmp_path, TrainingOptions(tensorboard=True))
