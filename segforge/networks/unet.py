@@ -18,6 +18,7 @@ loss gives the lowest one weight 0, as nnU-Net does. In ``eval()`` mode, or with
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,8 +68,11 @@ def deep_supervision_scales(topology: NetworkTopology) -> list[list[int]]:
 class UNet(nn.Module):
     """``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits (a list in training with deep supervision).
 
-    ``spatial`` must be divisible, per axis, by the product of the strides.
+    ``spatial`` must be divisible, per axis, by the product of the strides. ``mixes_features``:
+    the forward takes ``mix_stage`` and ``mix`` (manifold mixup, :mod:`segforge.training.mixup`).
     """
+
+    mixes_features = True
 
     def __init__(self, topology: NetworkTopology, dims: int, in_channels: int, num_classes: int):
         super().__init__()
@@ -134,12 +138,21 @@ class UNet(nn.Module):
                 f"{norm} normalisation; use at least twice {self.divisor} along one axis"
             )
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, mix_stage: int | None = None,
+                mix: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """Logits of ``x``; with ``mix`` (manifold mixup), ``mix`` is applied to the features after
+        encoder stage ``mix_stage`` and to the skips of every stage before it, so everything the
+        decoder receives is mixed alike."""
         self.check_input_shape(x.shape)
+        if mix is not None and not 0 <= int(mix_stage) < len(self.encoder):
+            raise ValueError(f"mix_stage must be an encoder stage, 0..{len(self.encoder) - 1}, got {mix_stage}")
         skips = []
-        for stage in self.encoder:
+        for s, stage in enumerate(self.encoder):
             x = stage(x)
             skips.append(x)
+            if mix is not None and s == mix_stage:
+                skips = [mix(t) for t in skips]
+                x = skips[-1]
         skips.pop()  # the bottleneck is not a skip
         with_all = self.deep_supervision and self.training
         outputs = []

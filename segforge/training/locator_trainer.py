@@ -73,6 +73,8 @@ class LocatorTrainer(Trainer):
         "augmentation": "the locator sees whole images with its own light augmentation (cascade/locator_data.py)",
         "ema_momentum": "the locator keeps its best checkpoint by the median centroid error, not an EMA pseudo-Dice",
         "val_plot_every": "the locator draws its validation cases once, after training",
+        "mixup": "a mixture of two heatmap targets has two peaks, not a centroid to locate",
+        "mixup_alpha": "the locator does not mix samples (--mixup)",
     }
 
     def check_configuration(self) -> None:

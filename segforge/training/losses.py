@@ -7,7 +7,8 @@
 * :func:`heatmap_mse_loss`, :func:`relative_heatmap_mse`, :func:`heatmap_kl_loss`: the locator's losses.
 
 Shapes: logits ``(B, K, *spatial)``; integer targets ``(B, 1, *spatial)`` or ``(B, *spatial)``
-with labels in ``[0, K)`` (map padding labels such as -1 to 0 before the loss).
+with labels in ``[0, K)`` (map padding labels such as -1 to 0 before the loss), or for
+:class:`DiceCELoss` soft targets ``(B, K, *spatial)`` float (class probabilities per voxel).
 Losses are computed in float32 even under autocast.
 """
 
@@ -48,6 +49,9 @@ def _as_index_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor
 class DiceCELoss(nn.Module):
     """``dice_weight * (1 - mean foreground soft Dice) + ce_weight * cross-entropy``.
 
+    The target is integer labels, or soft targets: float class probabilities ``(B, K, *s)``
+    (mixup's mixed one-hot maps); one-hot soft targets give exactly the loss of the labels.
+
     The soft Dice of class ``k`` sums over the whole batch and all voxels ("batch Dice"):
     ``(2 * sum(p_k * g_k) + smooth) / (sum(p_k) + sum(g_k) + smooth)`` with ``p`` the softmax.
     A class absent from both prediction and target scores Dice 1 thanks to ``smooth``.
@@ -67,9 +71,14 @@ class DiceCELoss(nn.Module):
         self.ce_scale = float(ce_scale)
 
     def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice)."""
+        """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice).
+
+        ``target``: ``(B, *s)`` int64 labels, or ``(B, K, *s)`` float class probabilities."""
         probs = torch.softmax(logits.float(), dim=1)
-        onehot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)[:, 1:]
+        if _is_soft(target, logits):
+            onehot = target.float()[:, 1:]
+        else:
+            onehot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)[:, 1:]
         probs = probs[:, 1:]
         axes = [0] + list(range(2, logits.ndim)) if self.batch_dice else list(range(2, logits.ndim))
         intersection = (probs * onehot).sum(axes)
@@ -81,10 +90,18 @@ class DiceCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] < 2:
             raise ValueError(f"DiceCELoss needs at least 2 classes (background + 1), got {logits.shape[1]}")
-        target = _as_index_target(target, logits)
+        if _is_soft(target, logits):  # soft targets (mixup, probabilities): CE = -sum_k t_k log p_k
+            target = target.float()
+        else:
+            target = _as_index_target(target, logits)
         ce = F.cross_entropy(logits.float(), target) * self.ce_scale
         dice = self.soft_dice(logits, target).mean()
         return self.dice_weight * (1 - dice) + self.ce_weight * ce
+
+
+def _is_soft(target: torch.Tensor, logits: torch.Tensor) -> bool:
+    """A float target with one channel per class (``(B, K, *s)``, like the logits) holds probabilities."""
+    return target.is_floating_point() and target.shape == logits.shape and logits.shape[1] > 1
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:

@@ -12,6 +12,7 @@ from segforge.data.augmentation import AugmentationSettings
 from segforge.errors import InputError
 from segforge.registry import look_up
 from segforge.training.experiment_loggers import LOGGERS
+from segforge.training.mixup import MIXUP_MODES
 
 __all__ = ["TrainingOptions", "cpu_threads", "changed_options", "AUGMENT_ON", "augment_on", "compile_network"]
 
@@ -33,6 +34,8 @@ class TrainingOptions:
     ``OMP_NUM_THREADS`` when set, else the CPU count less the workers (CPU training only).
     ``augment_on`` None = ``gpu`` on CUDA, ``cpu`` elsewhere (:func:`augment_on`); ``compile`` None
     = on CUDA, off elsewhere (:func:`compile_network`).
+    ``mixup``: ``"input"`` or ``"manifold"`` mixup of the training batches with
+    ``lam ~ Beta(mixup_alpha, mixup_alpha)`` (:mod:`segforge.training.mixup`).
     """
 
     epochs: int = 1000
@@ -56,6 +59,8 @@ class TrainingOptions:
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     augment_on: str | None = None  # "gpu": batched torch augmentation on the training device; "cpu": batchgenerators
     compile: bool | None = None  # torch.compile the network's training and validation steps
+    mixup: str = "none"  # "input" or "manifold" (segforge.training.mixup); "none": no mixup
+    mixup_alpha: float = 0.2  # lam ~ Beta(alpha, alpha)
 
     def __post_init__(self):
         for name in ("epochs", "iters_per_epoch", "val_iters"):
@@ -74,6 +79,10 @@ class TrainingOptions:
         if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be at least 1, got {self.patience}")
         look_up(self.logger, LOGGERS, "logger")  # "did you mean"
+        if self.mixup not in MIXUP_MODES:
+            raise InputError(f"--mixup must be one of {', '.join(MIXUP_MODES)}, got {self.mixup!r}")
+        if not (math.isfinite(self.mixup_alpha) and self.mixup_alpha > 0):
+            raise InputError(f"--mixup-alpha must be a positive number (Beta(alpha, alpha)), got {self.mixup_alpha}")
         if self.num_workers is not None and self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if self.augment_on not in (None, *AUGMENT_ON):

@@ -37,10 +37,12 @@ from segforge.data import (
 )
 from segforge.data.batch_augmentation import BatchAugmentation, unpack_boxes
 from segforge.data.region_batches import RegionBatches, label_dtype
+from segforge.errors import InputError
 from segforge.networks import build_network
 from segforge.training import plots
 from segforge.training.distributed import sum_across_ranks
 from segforge.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_scales, downsample_target
+from segforge.training.mixup import draw_mixup, mix, mixed_targets
 from segforge.training.progress_log import TrainingLog
 from segforge.training.trainer import Trainer
 
@@ -83,6 +85,10 @@ class SegmentationTrainer(Trainer):
         self.store = CaseStore(self.data_folder)
         self.batch_augmentation = (BatchAugmentation(self.configuration.patch_size, self.options.augmentation)
                                    if self.augment_on == "gpu" else None)
+        self.last_mixup = None  # the latest batch's mixup draw (segforge.training.mixup)
+        if self.options.mixup == "manifold" and not getattr(self.plain_network, "mixes_features", False):
+            raise InputError(f"--mixup manifold needs a network that mixes its encoder features (the U-Net does); "
+                             f"{self.configuration.network.name!r} does not: use --mixup input")
 
     def build_network(self) -> torch.nn.Module:
         return build_network(self.configuration, self.plans.num_channels, self.num_classes)
@@ -139,9 +145,19 @@ class SegmentationTrainer(Trainer):
         return {"data": data, "target": target, "keys": batch["keys"], "augmentation": batch["augmentation"]}
 
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...)."""
-        outputs = self.network(batch["data"])
-        return self.train_loss_fn(outputs, downsample_target(batch["target"], self.scales))
+        """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...);
+        with ``--mixup``, of the mixed batch against the mixed one-hot targets (soft)."""
+        targets = downsample_target(batch["target"], self.scales)
+        mode = self.options.mixup
+        if mode == "none":
+            return self.train_loss_fn(self.network(batch["data"]), targets)
+        n_stages = self.configuration.network.n_stages if mode == "manifold" else None
+        draw = self.last_mixup = draw_mixup(len(batch["data"]), self.options.mixup_alpha, n_stages)
+        if mode == "input":
+            outputs = self.network(mix(batch["data"], draw))
+        else:
+            outputs = self.network(batch["data"], mix_stage=draw.stage, mix=lambda t: mix(t, draw))
+        return self.train_loss_fn(outputs, [mixed_targets(t, self.num_classes, draw) for t in targets])
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
