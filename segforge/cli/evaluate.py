@@ -1,5 +1,6 @@
 """`segforge_evaluate -ref GT -pred PRED [-l LABELS...] [-o summary.json] [--tolerance MM] [-np N]
-[--executor local|ray] [--ray-address ADDR]`.
+[--executor local|ray] [--ray-address ADDR]
+[--pictures DIR [--images IMAGES]]`.
 
 Exit codes: 0 all reference cases scored, 1 some could not be (missing prediction, other
 grid, unreadable: listed), 2 nothing could be scored or bad arguments.
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="cases scored in parallel (default: local: CPU cores, at most 4; ray: the cluster's CPUs)")
     add_execution_arguments(parser, parts=False)
+    parser.add_argument("--pictures", default=None, metavar="DIR",
+                        help="also draw DIR/CASE.png per scored case: truth and prediction on the slices through "
+                        "the largest structures, the case's Dice in the title")
+    parser.add_argument("--images", default=None, metavar="IMAGES",
+                        help="with --pictures: folder of the images (CASE_0000.nii.gz or CASE.nii.gz) to draw under "
+                        "the labels")
     return parser
 
 
@@ -51,10 +58,25 @@ def main(argv=None) -> int:
                              f"{output / 'summary.json'}", output)
         if args.output:
             check_writable_folder(output.parent, "folder of -o")
-        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance, execution=execution)
+        if args.images and not args.pictures:
+            raise InputError("--images goes with --pictures DIR (the images to draw under the labels)")
+        image_of = None
+        if args.pictures:
+            from segforge.evaluation.pictures import images_in_folder
+
+            check_writable_folder(args.pictures, "folder of --pictures")
+            image_of = images_in_folder(args.images) if args.images else None
+        summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance,
+                                   execution=execution)
         save_summary(summary, output)
-        print(format_table(summary, _label_names(Path(args.reference), Path(args.prediction))))
+        names = _label_names(Path(args.reference), Path(args.prediction))
+        print(format_table(summary, names))
         print(f"summary written to {output}")
+        if args.pictures:
+            from segforge.evaluation.pictures import draw_test_pictures
+
+            drawn = draw_test_pictures(summary, args.pictures, image_of, names)
+            print(f"{len(drawn)} picture(s) of prediction vs truth written to {args.pictures}")
         not_scored = [f"{case}: prediction missing" for case in summary["missing_predictions"]]
         not_scored += [f"{m['case']}: prediction grid differs from the reference ({m['difference']})"
                        for m in summary["geometry_mismatches"]]

@@ -1,6 +1,10 @@
 """`segforge_predict -i IN -o OUT [-d ID | -m MODEL_FOLDER] [-c CONFIG] [-f FOLDS] [-chk final|best|latest]
 [--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--continue]
-[-np N] [--num-gpus G] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
+[-np N] [--num-gpus G] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]
+[--reference LABELS]`.
+
+With ``--reference LABELS`` (the true label maps, ``CASE.nii.gz``) the predictions are then scored
+(``OUT/summary.json``, the table printed) and drawn against the truth (``OUT/pictures/CASE.png``).
 
 Exit codes: 0 every case predicted (or skipped), 1 some case failed (each named with its
 reason), 2 bad arguments, input or model.
@@ -12,6 +16,7 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from segforge.cli._execution import add_execution_arguments, execution_settings
 from segforge.cli._runner import CommandParser, run_command
@@ -64,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model replicas on the CPU, each predicting its own cases with cores/N threads "
                    "(default: local 1, using every core; ray: one per cluster CPU)")
     add_execution_arguments(p, gpus=True)
+    p.add_argument("--reference", default=None, metavar="LABELS",
+                   help="folder of the true label maps (CASE.nii.gz): after predicting, score the predictions "
+                   "(OUT/summary.json) and draw OUT/pictures/CASE.png, truth vs prediction on the slices through the "
+                   "largest structures with the case's Dice in the title")
     return p
 
 
@@ -79,6 +88,21 @@ def speed_options(fast: bool, step: float | None, mirror_axes) -> dict:
     if step is not None and not 0 < step <= 1:
         raise InputError(f"--step must be in (0, 1], got {step}")
     return {"step": 0.5 if step is None else step, "mirror_axes": mirror_axes}
+
+
+def _score_against_reference(reference, output, cases, plans) -> None:
+    """Score the predictions against ``reference`` and draw the pictures (the input's channel 0 underneath)."""
+    from segforge.evaluation.pictures import score_and_draw
+    from segforge.inference.inputs import read_case
+
+    by_name = {case.name: case for case in cases}
+
+    def image_of(name: str):
+        case = by_name.get(name)
+        return None if case is None else read_case(case)[0][0]
+
+    names = {v: k for k, v in plans.labels.items() if v != 0}
+    score_and_draw(reference, output, Path(output) / "pictures", image_of, labels=sorted(names), label_names=names)
 
 
 def _axes(axes) -> str:
@@ -107,6 +131,8 @@ def main(argv=None) -> int:
         model = ModelFolder.open(folder)
         cases = discover_cases(args.input, model.plans.num_channels, args.series_uid, args.output_format)
         prepare_output_folder(args.input, args.output, cases)  # before any work: a bad -o is refused at once
+        if args.reference and not Path(args.reference).is_dir():
+            raise InputError("--reference must be the folder of the true label maps (CASE.nii.gz)", args.reference)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint,
@@ -133,6 +159,8 @@ def main(argv=None) -> int:
               f"{time.perf_counter() - start:.1f} s")
         for r in failed:
             print(f"{PROG}: failed: {r.name}: {r.reason}", file=sys.stderr)
+        if args.reference:
+            _score_against_reference(args.reference, args.output, cases, model.plans)
         return 1 if failed else 0
 
     return run_command(PROG, body)

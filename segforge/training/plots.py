@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from segforge.io.atomic import temporary_path
 from segforge.training.progress_log import TrainingLog
 
-__all__ = ["plot_progress", "plot_batch", "choose_slices", "save_figure"]
+__all__ = ["plot_progress", "plot_batch", "choose_slices", "save_figure", "LABEL_COLOURS"]
 
-_LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
+LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 72) -> None:
@@ -83,7 +83,7 @@ def plot_batch(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, 
     else:
         img, lab = images[:n, 0], labels[:n]
     k = int(num_classes or max(2, int(lab.max()) + 1))
-    cmap = ListedColormap(["none"] + [_LABEL_COLOURS[i % len(_LABEL_COLOURS)] for i in range(k - 1)])
+    cmap = ListedColormap(["none"] + [LABEL_COLOURS[i % len(LABEL_COLOURS)] for i in range(k - 1)])
     fig = Figure(figsize=(2.6 * n, 5.4))
     axes = np.asarray(fig.subplots(2, n)).reshape(2, n)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, hspace=0.08, wspace=0.05)
