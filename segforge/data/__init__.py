@@ -10,6 +10,7 @@ from segforge.data.loader import (
     worker_seeds,
 )
 from segforge.data.patch_sampler import CaseStore, PatchSampler, list_preprocessed_cases, read_region
+from segforge.data.slice_stack import adjacent_slice_indices, stack_adjacent_slices
 from segforge.data.splits import SPLITS_FILE, fold_cases, kfold_splits, load_or_create_splits, parse_fold
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "PatchSampler",
     "list_preprocessed_cases",
     "read_region",
+    "adjacent_slice_indices",
+    "stack_adjacent_slices",
     "SPLITS_FILE",
     "fold_cases",
     "kfold_splits",

@@ -11,7 +11,9 @@ patch. Where the patch leaves the image, data and labels are padded with zeros.
 larger region and centre-crops ``patch_size`` (the patch is placed by its centre crop).
 
 2D configurations (``patch_size`` of length 2) first pick a slice ``z`` (one holding the
-class for foreground patches), then a ``(y, x)`` patch in it.
+class for foreground patches), then a ``(y, x)`` patch in it; with ``input_slices = k`` (``2.5d``)
+the data of the patch are slices ``z - k//2 .. z + k//2`` stacked as channels
+(:mod:`segforge.data.slice_stack`), the labels those of slice ``z``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segforge.data.slice_stack import adjacent_slice_indices
 from segforge.errors import InputError
 
 __all__ = ["list_preprocessed_cases", "CaseStore", "PatchSampler", "read_region", "FOREGROUND_FRACTION"]
@@ -117,7 +120,8 @@ def read_region(array: np.ndarray, lower: np.ndarray, size: np.ndarray) -> np.nd
 
 
 class PatchSampler:
-    """Draws batches ``{"data": (B, C, *sample_size) float32, "seg": (B, 1, *sample_size) int16, "keys": [case]}``.
+    """Draws batches ``{"data": (B, C, *sample_size) float32, "seg": (B, 1, *sample_size) int16, "keys": [case]}``
+    (``C`` times ``input_slices`` channels for ``2.5d``).
 
     ``rng`` is anything with numpy's ``RandomState`` methods; the default (the global
     ``np.random``) is what batchgenerators' augmentations use too, so seeding a worker with
@@ -128,7 +132,7 @@ class PatchSampler:
     """
 
     def __init__(self, store: CaseStore, cases: list[str], patch_size, batch_size: int,
-                 sample_size=None, oversample_foreground: float = FOREGROUND_FRACTION):
+                 sample_size=None, oversample_foreground: float = FOREGROUND_FRACTION, input_slices: int = 1):
         if not cases:
             raise InputError("no cases to sample patches from", store.folder)
         self.store = store
@@ -140,6 +144,9 @@ class PatchSampler:
         self.batch_size = int(batch_size)
         self.oversample_foreground = float(oversample_foreground)
         self.dims = len(self.patch_size)
+        self.input_slices = int(input_slices)
+        if self.input_slices > 1 and self.dims != 2:
+            raise ValueError(f"input_slices {self.input_slices} stacks slices for 2D patches, not {self.dims}D ones")
 
     def sample_batch(self, rng=np.random) -> dict:
         data, seg, keys = [], [], []
@@ -170,7 +177,10 @@ class PatchSampler:
              label_dtype=np.int16) -> tuple[np.ndarray, np.ndarray]:
         """``(data (C, *size), seg (1, *size))`` of ``case`` from ``lower`` (in slice ``z`` for 2D), zero outside."""
         image, labels = self.store.data(case), self.store.seg(case)
-        if z is not None:
+        if z is not None and self.input_slices > 1:  # 2.5d: slice z and its neighbours as channels (slice_stack.py)
+            stack = image[:, adjacent_slice_indices(z, labels.shape[0], self.input_slices)]
+            image, labels = stack.reshape(-1, *stack.shape[2:]), labels[z]
+        elif z is not None:
             image, labels = image[:, z], labels[z]
         d = read_region(image, lower, size)
         s = read_region(labels, lower, size)

@@ -115,7 +115,8 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
                       for fold in folds},
             "registry_name": "unet",
             "topology": plans.to_dict()["configurations"][c.name]["network"],
-            "input": {"name": "image", "shape": ["B", plans.num_channels, *axes], "dtype": "float32"},
+            "input": {"name": "image", "shape": ["B", c.network_input_channels(plans.num_channels), *axes],
+                      "dtype": "float32"},
             "output": {"name": "logits", "shape": ["B", plans.num_classes, *axes], "dtype": "float32"},
             "spatial_divisor": divisor,
             "onnx_opset": ONNX_OPSET,
@@ -139,7 +140,12 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
             "step": 0.5,
             "gaussian_sigma_scale": GAUSSIAN_SIGMA_SCALE,
             "mirror_axes": list(range(c.dims)),
+            "input_slices": c.input_slices,
             "steps": [
+                *([f"2.5d: stack every slice z with slices z-{c.input_slices // 2}..z+{c.input_slices // 2} (the edge "
+                   "slice repeated beyond the volume) as channels, channel c * input_slices + j = channel c of slice "
+                   f"z + j - {c.input_slices // 2}; then predict every slice with the 2D windows"]
+                  if c.input_slices > 1 else []),
                 "zero-pad (centred) every axis smaller than the patch",
                 "windows of patch_size; per axis ceil((size - patch) / (step * patch)) + 1 starts spread evenly "
                 "from 0 to size - patch, rounded",
@@ -184,7 +190,7 @@ def _export_onnx(network: torch.nn.Module, model: ModelFolder, path: Path) -> No
         raise InputError("ONNX export needs the onnx extra: pip install 'segforge[onnx]'") from None
     c = model.configuration
     divisor = _spatial_divisor(c.network.strides)
-    example = torch.zeros(2, model.plans.num_channels, *c.patch_size)
+    example = torch.zeros(2, c.network_input_channels(model.plans.num_channels), *c.patch_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     axes = "zyx"[-c.dims:]
     spatial = {2 + i: d * torch.export.Dim(f"{axes[i]}_blocks", min=1, max=4096) for i, d in enumerate(divisor)}

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from segforge.data.slice_stack import stack_adjacent_slices
 from segforge.devices import free_device_memory, prediction_dtype, resolve_device
 from segforge.errors import InputError
 from segforge.inference.export import probabilities_to_labels, restore_labels, restore_probabilities
@@ -145,7 +146,8 @@ class Predictor:
 
         patch = self.configuration.patch_size
         needed = inference_memory_bytes(self.configuration.network, patch, self.window_batch,
-                                        self.plans.num_channels, self.num_classes)
+                                        self.configuration.network_input_channels(self.plans.num_channels),
+                                        self.num_classes)
         check_memory(needed, self.device, f"prediction with patch {'x'.join(map(str, patch))} "
                      f"(batch of {self.window_batch} window(s))", self.model.path / "plans.json",
                      "the model's plans ask for a patch too large for this machine")
@@ -221,7 +223,8 @@ class Predictor:
     # ------------------------------------------------------------------ helpers
     def _fold_mean(self, data: torch.Tensor, accumulate: torch.device, window_batch: int) -> torch.Tensor:
         patch = self.window_size
-        data = data.to(accumulate)
+        # 2.5d: each slice with its neighbours as channels, then the 2D sliding window predicts every slice
+        data = stack_adjacent_slices(data.to(accumulate), self.configuration.input_slices)
         total = None
         for network, dtype in zip(self.networks, self.network_dtypes):
             logits = sliding_window_logits(

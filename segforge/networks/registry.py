@@ -37,12 +37,14 @@ def build_network(configuration, in_channels: int, num_classes: int):
     """The network the plans name (``configuration.network.name``), built from ``configuration.network``
     and ``configuration.dims``.
 
-    ``configuration`` is a :class:`segforge.planning.plans.Configuration`; the network maps
-    ``(B, in_channels, *patch)`` to logits ``(B, num_classes, *patch)`` (a list of them, full
-    resolution first, in training mode with deep supervision).
+    ``configuration`` is a :class:`segforge.planning.plans.Configuration`; ``in_channels`` the
+    image's channels. The network maps ``(B, in_channels * input_slices, *patch)`` (``input_slices``
+    adjacent slices stacked, for ``2.5d``; 1 otherwise) to logits ``(B, num_classes, *patch)`` (a
+    list of them, full resolution first, in training mode with deep supervision).
     """
     constructor = look_up(configuration.network.name, NETWORKS, "network")
-    return constructor(configuration.network, configuration.dims, in_channels, num_classes)
+    stacked = in_channels * int(getattr(configuration, "input_slices", 1))  # 2.5d: every channel of k slices
+    return constructor(configuration.network, configuration.dims, stacked, num_classes)
 
 
 def check_buildable(plans, path) -> None:

@@ -167,6 +167,7 @@ def plan_locator(
         "crop_to_nonzero": "False: the locator must see the whole image",
         "data_identifier": "locator",
         "locator": "heatmap curriculum, see locator.why",
+        "input_slices": "1: a 3D network",
     }
     return Configuration(
         name="locator",
@@ -232,6 +233,7 @@ def plan_cascade_fullres(
         "crop_to_nonzero": "False: crops are placed by the locator on the whole image",
         "data_identifier": "cascade_fullres",
         "cascade": "crop around the located centroid, see cascade.why",
+        "input_slices": "1: a 3D network",
     }
     return Configuration(
         name="cascade_fullres",

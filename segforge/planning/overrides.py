@@ -3,7 +3,7 @@
 * ``spacing`` ``(z, y, x)`` mm: the target spacing of ``3d_fullres``, ``2d`` (its slice
   grid) and ``cascade_fullres`` (the locator keeps its own coarse spacing).
 * ``patch_size``: 3 edges for the 3D segmentation configurations (``3d_fullres``,
-  ``cascade_fullres``), 2 for ``2d``; each a multiple of 16; the topology pools an axis at
+  ``cascade_fullres``), 2 for ``2d`` and ``2.5d``; each a multiple of 16; the topology pools an axis at
   most as often as 2 divides its edge.
 * ``batch_size``: every segmentation configuration (not the locator).
 * ``default_configuration``: what ``segforge_train ID FOLD`` trains; naming
@@ -21,7 +21,7 @@ from segforge.planning.topology_rule import PATCH_MULTIPLE
 __all__ = ["PlanOverrides", "USER_OVERRIDE", "CONFIGURATION_NAMES"]
 
 USER_OVERRIDE = "user override"
-CONFIGURATION_NAMES = ("2d", "3d_fullres", "locator", "cascade_fullres")
+CONFIGURATION_NAMES = ("2d", "2.5d", "3d_fullres", "locator", "cascade_fullres")
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 The rules live in their own modules (``spacing_rule``, ``topology_rule``,
 ``patch_size_rule``, ``batch_size_rule``, ``normalization_rule``, ``cascade_rule``); this
-module composes them into the ``2d``, ``3d_fullres`` and, when chosen, ``locator`` +
-``cascade_fullres`` configurations, applies the user's :class:`PlanOverrides`, and picks
+module composes them into the ``2d``, ``2.5d`` (``slice_stack_rule``), ``3d_fullres`` and, when
+chosen, ``locator`` + ``cascade_fullres`` configurations, applies the user's :class:`PlanOverrides`, and picks
 the default configuration. Every field carries its reason in a ``why`` mapping.
 See docs/planning.md.
 """
@@ -35,6 +35,7 @@ from segforge.planning.patch_size_rule import (
     memory_budget_bytes,
 )
 from segforge.planning.plans import Configuration, Plans
+from segforge.planning.slice_stack_rule import adjacent_slices
 from segforge.planning.spacing_rule import anisotropy, resampling_settings, target_spacing
 from segforge.planning.topology_rule import describe_topology, fit_topology
 
@@ -68,7 +69,7 @@ def plan_experiment(
         "2d", fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes,
         overrides,
     )
-    configurations = {"2d": flat, "3d_fullres": fullres}
+    configurations = {"2d": flat, "2.5d": _stacked_slices(flat), "3d_fullres": fullres}
 
     cascade, cascade_why = decide_cascade(fingerprint, fullres)
     if not cascade and overrides.forces_cascade:
@@ -131,6 +132,7 @@ def _segmentation_configuration(
             if dims == 2
             else "preprocessed cases in ./3d_fullres"
         ),
+        "input_slices": "1: each slice alone (2.5d stacks its neighbours)" if dims == 2 else "1: a 3D network",
     }
     configuration = Configuration(
         name=name,
@@ -148,6 +150,18 @@ def _segmentation_configuration(
     )
     _apply_segmentation_overrides(configuration, overrides, budget, in_channels, classes, dataset_voxels)
     return configuration
+
+
+def _stacked_slices(flat: Configuration) -> Configuration:
+    """``2.5d``: the ``2d`` configuration fed ``k`` adjacent slices as input channels (``slice_stack_rule``)."""
+    k, k_why = adjacent_slices(flat.spacing, flat.median_shape[0])
+    stacked = copy.deepcopy(flat)
+    stacked.name, stacked.input_slices = "2.5d", k
+    stacked.why["name"] = ("2.5d: the 2d network predicting each slice from it and its neighbours, stacked as input "
+                           "channels")
+    stacked.why["input_slices"] = k_why
+    stacked.why["patch_size"] = f"as 2d ({flat.why['patch_size']}); the stacked channels only widen the first convolution"
+    return stacked
 
 
 def _apply_segmentation_overrides(

@@ -1,13 +1,14 @@
 """Plans: typed dataclasses that round-trip through readable JSON.
 
 ``plans.json`` holds one :class:`Configuration` per trainable configuration (``2d``,
-``3d_fullres`` and, when the planner chooses the cascade, ``locator`` +
+``2.5d``, ``3d_fullres`` and, when the planner chooses the cascade, ``locator`` +
 ``cascade_fullres``) and names the ``default`` one. Every decision has a reason in the
 ``why`` mapping beside it, keyed by the field it explains.
 
 Shapes and spacings follow the package convention: ``(z, y, x)`` for 3D; a ``2d``
 configuration's ``patch_size`` and network are ``(y, x)`` while its ``spacing`` stays the
-3D ``(z, y, x)`` grid the slices are cut from.
+3D ``(z, y, x)`` grid the slices are cut from; ``2.5d`` is ``2d`` fed ``input_slices`` adjacent
+slices as input channels.
 """
 
 from __future__ import annotations
@@ -107,16 +108,27 @@ class Configuration:
     locator: LocatorSettings | None = None
     cascade: CascadeSettings | None = None
     why: dict[str, str] = field(default_factory=dict)
+    input_slices: int = 1  # 2.5d: adjacent slices stacked as input channels (odd; the middle one is predicted)
 
     @property
     def dims(self) -> int:
         return len(self.patch_size)
+
+    def network_input_channels(self, image_channels: int) -> int:
+        """The network's input channels: every image channel of each of the ``input_slices`` slices."""
+        return int(image_channels) * int(self.input_slices)
 
     def __post_init__(self):
         if self.kind not in ("segmentation", "locator"):
             raise ValueError(f"configuration kind must be 'segmentation' or 'locator', got {self.kind!r}")
         if not self.data_identifier:
             self.data_identifier = self.name
+        if int(self.input_slices) < 1 or int(self.input_slices) % 2 == 0:
+            raise ValueError(f"input_slices must be an odd number >= 1 (the middle slice is predicted), "
+                             f"got {self.input_slices}")
+        if self.input_slices > 1 and self.dims != 2:
+            raise ValueError(f"input_slices {self.input_slices} stacks slices for a 2D network; the patch "
+                             f"{self.patch_size} is {self.dims}D")
 
     def version(self) -> str:
         """Hash of everything that changes this configuration's preprocessed data or training."""
@@ -209,8 +221,17 @@ def _known(cls, d: dict) -> dict:
     return d
 
 
+# fields added after plans were first written: left out while at their default, so older plans keep their version
+_LATER_FIELDS = {"input_slices": 1}
+
+
 def _to_jsonable(obj) -> dict:
-    return json.loads(json.dumps(asdict(obj)))
+    d = json.loads(json.dumps(asdict(obj)))
+    for configuration in d.get("configurations", {}).values() if isinstance(obj, Plans) else [d]:
+        for name, default in _LATER_FIELDS.items():
+            if configuration.get(name) == default:
+                del configuration[name]
+    return d
 
 
 def _digest(d: dict) -> str:

@@ -71,6 +71,7 @@ class SegmentationTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_classes = self.plans.num_classes
+        self.input_channels = self.configuration.network_input_channels(self.plans.num_channels)  # 2.5d: x k slices
         names = {v: k for k, v in self.plans.labels.items()}
         self.class_names = [names.get(k, f"class_{k}") for k in range(1, self.num_classes)]
 
@@ -102,10 +103,12 @@ class SegmentationTrainer(Trainer):
     def build_training_sampler(self) -> PatchSampler:
         """Random patches (1/3 around foreground) at :meth:`training_sample_size`."""
         return PatchSampler(self.store, self.train_cases, self.configuration.patch_size, self.batch_size,
-                            sample_size=self.training_sample_size())
+                            sample_size=self.training_sample_size(),
+                            input_slices=self.configuration.input_slices)
 
     def build_validation_sampler(self) -> PatchSampler:
-        return PatchSampler(self.store, self.val_cases, self.configuration.patch_size, self.configuration.batch_size)
+        return PatchSampler(self.store, self.val_cases, self.configuration.patch_size, self.configuration.batch_size,
+                            input_slices=self.configuration.input_slices)
 
     def training_transforms(self):
         return training_transforms(self.configuration.patch_size, self.options.augmentation)
@@ -117,7 +120,7 @@ class SegmentationTrainer(Trainer):
         n = self.num_workers
         seeds = worker_seeds(self.options.seed, self.start_epoch, n, 0, self.dist.rank)
         if self.batch_augmentation is not None:
-            batches = RegionBatches(self.build_training_sampler(), self.batch_augmentation, self.plans.num_channels,
+            batches = RegionBatches(self.build_training_sampler(), self.batch_augmentation, self.input_channels,
                                     labels=label_dtype(self.num_classes))
             loader = make_loader(batches, None, n, seeds, pin)
         else:
@@ -138,7 +141,7 @@ class SegmentationTrainer(Trainer):
         batch = super().prepare_batch(batch)
         if "augmentation" not in batch:
             return batch
-        channels = self.plans.num_channels
+        channels = self.input_channels
         boxes = unpack_boxes(batch["data"], batch["box_sizes"], channels)
         labels = unpack_boxes(batch["target"], batch["box_sizes"], 1)
         data, target = self.batch_augmentation(boxes, labels, batch["augmentation"])
@@ -173,7 +176,8 @@ class SegmentationTrainer(Trainer):
     def on_start(self) -> None:
         if self.start_epoch == 0 and self.writes_files and self.options.plots:
             example = self.prepare_batch(next(self.train_loader))
-            plots.plot_batch(example["data"].float().cpu().numpy(), example["target"][:, 0].cpu().numpy(),
+            plots.plot_batch(self.shown_channel(example["data"].float().cpu().numpy()),
+                             example["target"][:, 0].cpu().numpy(),
                              self.output_folder / "train_example.png", "augmented training batch (labels on top)",
                              num_classes=self.num_classes)
             self.reporter.picture("train_example", self.output_folder / "train_example.png")
@@ -210,7 +214,8 @@ class SegmentationTrainer(Trainer):
             loss_sum += loss
             confusion += conf
             if i == 0 and keep_example:
-                example = {"image": batch["data"].float().cpu().numpy(), "truth": batch["target"][:, 0].cpu().numpy(),
+                example = {"image": self.shown_channel(batch["data"].float().cpu().numpy()),
+                           "truth": batch["target"][:, 0].cpu().numpy(),
                            "pred": pred.cpu().numpy()}
         self.dist.all_reduce(loss_sum)
         self.dist.all_reduce(confusion)
@@ -222,6 +227,11 @@ class SegmentationTrainer(Trainer):
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(denominator > 0, 2 * tp / denominator, np.nan)
         return (loss_sum / n).item(), [float(d) for d in dice], example
+
+    def shown_channel(self, images: np.ndarray) -> np.ndarray:
+        """The images of a batch as pictures show them: for 2.5d, channel 0 of the predicted (middle) slice."""
+        middle = self.configuration.input_slices // 2
+        return images[:, middle:middle + 1] if middle else images
 
     def plot_validation(self, example: dict) -> None:
         """``val_pred.png`` and ``val_truth.png``: the same slices of the first validation batch."""

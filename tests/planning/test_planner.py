@@ -141,7 +141,7 @@ def _small_target(**kw):
 def test_small_target_in_large_image_plans_the_cascade(fingerprint_factory, gpu):
     plans = plan_experiment(fingerprint_factory(**_small_target()), gpu_memory_gb=gpu)
     assert plans.default_configuration == "cascade_fullres"
-    assert set(plans.configurations) == {"2d", "3d_fullres", "locator", "cascade_fullres"}
+    assert set(plans.configurations) == {"2d", "2.5d", "3d_fullres", "locator", "cascade_fullres"}
     loc = plans.configuration("locator")
     seg = plans.configuration("cascade_fullres")
     assert loc.kind == "locator" and not loc.crop_to_nonzero and loc.locator is not None
