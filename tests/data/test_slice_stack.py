@@ -66,3 +66,28 @@ def test_stacking_is_only_for_2d_patches(tmp_path):
     write_case(tmp_path)
     with pytest.raises(ValueError, match="stacks slices for 2D patches"):
         PatchSampler(CaseStore(tmp_path), ["c"], (4, 16, 16), batch_size=1, input_slices=3)
+
+
+def test_gpu_augmentation_boxes_stack_the_same_slices(tmp_path):
+    """--augment-on gpu reads source boxes through PatchSampler.read: the stacked channels, unaugmented = the patch."""
+    from segforge.data.augmentation import AugmentationSettings
+    from segforge.data.batch_augmentation import BatchAugmentation, unpack_boxes
+    from segforge.data.region_batches import RegionBatches
+
+    write_case(tmp_path)
+    nothing = AugmentationSettings(p_rotation=0, p_scale=0, p_elastic=0, p_noise=0, p_blur=0, p_brightness=0,
+                                   p_contrast=0, p_low_resolution=0, p_gamma=0, p_gamma_inverted=0, mirror=False)
+    sampler = PatchSampler(CaseStore(tmp_path), ["c"], (16, 16), batch_size=12, input_slices=3)
+    batches = RegionBatches(sampler, BatchAugmentation((16, 16), nothing), channels=6)
+    item = batches.sample_batch(np.random.RandomState(1))
+    boxes = unpack_boxes(torch.from_numpy(item["data"]), item["box_sizes"], 6)
+    labels = unpack_boxes(torch.from_numpy(item["target"]), item["box_sizes"], 1)
+    data, target = batches.augmentation(boxes, labels, item["augmentation"])
+    assert data.shape == (12, 6, 16, 16)
+    whole = stack_adjacent_slices(np.load(tmp_path / "c.npy"), 3)
+    seen = set()
+    for d, t in zip(data.numpy(), target.numpy()):
+        z = int(t[0, 0, 0]) - 1
+        seen.add(z)
+        np.testing.assert_array_equal(d, whole[:, z])
+    assert {0, 3} <= seen
