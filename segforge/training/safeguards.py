@@ -35,7 +35,8 @@ def check_training_memory(configuration, plans, device: torch.device, half_preci
 
     c = configuration
     batch = int(batch_size or c.batch_size)
-    needed = training_memory_bytes(c.network, c.patch_size, batch, plans.num_channels, plans.num_classes,
+    needed = training_memory_bytes(c.network, c.patch_size, batch, c.network_input_channels(plans.num_channels),
+                                   plans.num_classes,
                                    2 if half_precision else 4)
     check_memory(needed, device, f"training {c.name} with patch {'x'.join(map(str, c.patch_size))} at batch "
                  f"{batch}", plans_file,
