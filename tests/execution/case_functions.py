@@ -48,3 +48,8 @@ def die_on_victim(context, payload):
     if payload.get("x") == payload.get("victim"):
         os.kill(os.getpid(), signal.SIGKILL)
     return square(context, payload)
+
+
+def device_of(context, payload):
+    """Which device the worker's set-up was given (``load_offset``'s context), and by which process."""
+    return {"device": context["device"], "setup_pid": context["pid"], "pid": os.getpid()}

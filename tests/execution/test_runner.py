@@ -6,7 +6,8 @@ import threading
 import time
 
 import pytest
-from case_functions import add_offset, broken_setup, die_on_victim, kill_own_worker_once, load_offset, square
+from case_functions import (add_offset, broken_setup, device_of, die_on_victim, kill_own_worker_once, load_offset,
+                            square)
 
 from segforge.errors import InputError
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases, select_part
@@ -74,6 +75,24 @@ def test_setup_runs_once_per_worker_and_its_context_reaches_every_case():
     assert [results[f"case_{i}"]["value"] for i in range(6)] == [100, 101, 102, 103, 104, 105]
     assert all(r["setup_pid"] == r["pid"] for r in results.values())
     assert len({r["pid"] for r in results.values()}) <= 2
+
+
+def test_a_gpu_stage_runs_one_worker_per_gpu_and_splits_the_cases():
+    """``segforge_predict --num-gpus 2``: two worker processes, set up on ``cuda:0`` and ``cuda:1`` (the
+    predictor loads there), the cases shared between them, each done once; without --num-gpus the same
+    stage runs in this process on the predictor's own device."""
+    stage = CaseStage("gpu stage", device_of, setup=load_offset, setup_arg=0, uses_gpu=True)
+    summary = run_cases(stage, _tasks(6), ExecutionSettings(workers=1, num_gpus=2), progress=False, log=None)
+    results = summary.results()
+    assert summary.done == [f"case_{i}" for i in range(6)]
+    assert {r["device"] for r in results.values()} == {"cuda:0", "cuda:1"}
+    by_pid = {}
+    for r in results.values():
+        assert r["pid"] == r["setup_pid"] != os.getpid()
+        by_pid.setdefault(r["pid"], set()).add(r["device"])
+    assert sorted(map(sorted, by_pid.values())) == [["cuda:0"], ["cuda:1"]]  # one GPU per process
+    alone = run_cases(stage, _tasks(2), ExecutionSettings(workers=1), progress=False, log=None).results()
+    assert {(r["device"], r["pid"]) for r in alone.values()} == {(None, os.getpid())}
 
 
 def test_a_stage_that_cannot_start_stops_the_run_with_its_reason():
