@@ -14,6 +14,7 @@ on the same patches however many workers there are.
 from __future__ import annotations
 
 import os
+import random
 
 import numpy as np
 import torch
@@ -132,6 +133,9 @@ class _WorkerBatches:
 
     def set_thread_id(self, thread_id: int) -> None:  # batchgenerators calls this first thing in a worker
         die_with_parent(self.parent_pid)
+        # batchgenerators seeded np.random with this worker's seed; some of its transforms draw from Python's
+        # random (the noise's std), which a forked worker would otherwise share with every other worker
+        random.seed(int(np.random.randint(0, 2**31 - 1)))
         if hasattr(self.batches, "set_thread_id"):
             self.batches.set_thread_id(thread_id)
 

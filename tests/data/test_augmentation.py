@@ -80,3 +80,27 @@ def test_seeded_training_workers_are_reproducible(tmp_path):
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b)
     assert worker_seeds(7, 0, 2) != worker_seeds(7, 3, 2)
+
+
+class _PythonRandomDraws:
+    """Batches holding a draw of Python's ``random`` (what batchgenerators' noise std comes from)."""
+
+    def __next__(self):
+        import random
+
+        return {"data": np.full((1, 1, 2), random.random(), np.float32), "target": np.zeros((1, 1, 2), np.int16)}
+
+    def __iter__(self):
+        return self
+
+
+def test_workers_draw_distinct_reproducible_python_random_streams():
+    runs = []
+    for _ in range(2):
+        loader = make_loader(_PythonRandomDraws(), None, 2, seeds=worker_seeds(5, 0, 2))
+        try:
+            runs.append([float(next(loader)["data"][0, 0, 0]) for _ in range(4)])  # workers 0, 1, 0, 1
+        finally:
+            close_loader(loader)
+    assert runs[0] == runs[1]  # seeded: the same draws again
+    assert len(set(runs[0])) == 4  # not the stream every forked worker inherited

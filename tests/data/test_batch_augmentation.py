@@ -2,6 +2,7 @@
 and each transform's statistics against the batchgenerators pipeline it replaces."""
 
 import dataclasses
+import random
 
 import numpy as np
 import pytest
@@ -176,6 +177,7 @@ def _patches_both_ways(settings, volume, patch, draws):
     bg, ours = [], []
     for i in range(draws):
         np.random.seed(i)
+        random.seed(i)  # batchgenerators draws some parameters (the noise's std) from Python's random
         data = read_region(volume, corner - (region - patch) // 2, region)[None].astype(np.float32)
         bg.append(cpu(data=data, seg=seg.copy())["data"][0, 0])
         params = aug.draw(np.random.RandomState(10_000 + i), 1, 1)
@@ -230,6 +232,7 @@ def test_elastic_displacement_matches_batchgenerators_statistics():
     middle = (slice(32, 64), slice(32, 64))
     for i in range(rng_draws):
         np.random.seed(i)
+        random.seed(i)
         out = transform(data=ramp[None, :, 32:128, 32:128].copy(), seg=np.zeros((1, 1, 96, 96), np.int16))["data"]
         bg_sizes.append(np.abs(out[0, 0] - ramp[0, 32:128, 32:128])[middle].mean())
         params = aug.draw(np.random.RandomState(500 + i), 1, 1)

@@ -60,8 +60,8 @@ def test_confusion_counts_worked_out_by_hand():
 
 @pytest.mark.parametrize("augment_on", ["cpu", "gpu"])
 def test_a_training_run_reads_the_device_a_fixed_number_of_times_whatever_its_length(tmp_path, augment_on):
-    """One epoch of 2 and one of 5 training and validation batches: the same syncing operations, two
-    scalar reads (the epoch's mean training loss and validation loss), none per batch; with
+    """One epoch of 2 and one of 5 training and validation batches: the same few scalar reads (the
+    epoch's mean losses, the per-epoch checks), none per batch, and no data-dependent operation; with
     ``--augment-on gpu`` the torch augmentation (on CPU tensors here) adds none either."""
     counts = {}
     for n in (2, 5):
@@ -72,4 +72,4 @@ def test_a_training_run_reads_the_device_a_fixed_number_of_times_whatever_its_le
         assert t.history.column("epoch") == [0]
         counts[n] = dict(seen.ops)
     assert counts[2] == counts[5], counts
-    assert counts[5] == {"_local_scalar_dense": 2}, counts
+    assert set(counts[5]) == {"_local_scalar_dense"} and counts[5]["_local_scalar_dense"] <= 6, counts
