@@ -13,7 +13,9 @@ nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made 
    on a CPU nnU-Net's 32->320 network manages a handful of iterations in minutes, so both
    train segforge's CPU-sized plan (``--gpu-memory-gb 0.1``), written into nnU-Net's
    ``nnUNetPlans.json`` (patch, batch, features, kernels, strides);
-3. validation Dice / HD95 on held-out cases after the same training wall-clock budget,
+3. validation Dice / HD95 on held-out cases after the same training wall-clock budget
+   (or, with ``--train-epochs E``, after the same E epochs: a Dice that does not depend on the
+   machine's load, so training may share the machine and only step 4 needs it quiet),
    scored by the same evaluator;
 4. inference seconds per case (each tool's predict command end to end, start-up included,
    mirroring TTA on for both, default step 0.5; ``--predict-repeats`` runs it several times and
@@ -47,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("-np", "--num-processes", type=int, default=2)
     parser.add_argument("--train-minutes", type=float, default=10.0, help="training wall-clock budget per tool")
+    parser.add_argument("--train-epochs", type=int,
+                        help="train exactly this many epochs per tool instead of a wall-clock budget")
     parser.add_argument("--iters-per-epoch", type=int, default=50)
     parser.add_argument("--val-iters", type=int, default=10)
     parser.add_argument("--num-train", type=int, default=16)
@@ -122,14 +126,18 @@ def main(argv=None) -> int:
             json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()))
 
     # 3. train for the same wall-clock budget
-    budget = args.train_minutes * 60
-    m = _step(["-m", "segforge.cli.train", dataset_id, "0", "-c", "3d_fullres", "--device", args.device,
-               "--epochs", "100000", "--iters-per-epoch", str(args.iters_per_epoch), "--val-iters",
-               str(args.val_iters), "--max-minutes", str(args.train_minutes)], env, work / "sf_train.log")
+    budget = args.train_minutes * 60 if not args.train_epochs else float("inf")
+    epochs = ["--epochs", str(args.train_epochs)] if args.train_epochs else \
+        ["--epochs", "100000", "--max-minutes", str(args.train_minutes)]
+    result["train_epochs"] = args.train_epochs
+    m = _step(["-m", "segforge.cli.train", dataset_id, "0", "-c", "3d_fullres", "--device", args.device, *epochs,
+               "--iters-per-epoch", str(args.iters_per_epoch), "--val-iters", str(args.val_iters)],
+              env, work / "sf_train.log")
     sf.update(train_wall_seconds=m.seconds, **_segforge_train_stats(work / "segforge_results" / name, args))
     if not args.smoke:
         m = _step([str(HERE / "nnunet_driver.py"), "train", dataset_id, "0", "--iters", str(args.iters_per_epoch),
                    "--val-iters", str(args.val_iters), "--budget-seconds", str(budget), "--device", args.device,
+                   "--max-epochs", str(args.train_epochs or 1000),
                    "--out", str(work / "nn_train.json")], env, work / "nn_train.log", python=args.nnunet_python)
         nn_train = json.loads((work / "nn_train.json").read_text())
         nn.update(train_wall_seconds=m.seconds, epochs=nn_train["epochs"], parameters=nn_train["parameters"],
@@ -275,7 +283,8 @@ def _impose_segforge_network_on_nnunet(sf_plans: dict, nn_plans_path: Path) -> N
 
 def _print_report(r: dict, out: Path) -> None:
     sf, nn = r["segforge"], r.get("nnunet", {})
-    print(f"\n{r['dataset']} on {r['device']}, training budget {r['train_minutes']} min per tool\n")
+    budget = f"{r['train_epochs']} epochs" if r.get("train_epochs") else f"{r['train_minutes']} min"
+    print(f"\n{r['dataset']} on {r['device']}, training budget {budget} per tool\n")
     print(f"{'plan':<22}{'segforge':>34}{'nnU-Net':>34}")
     for key in ("spacing", "patch_size", "batch_size", "poolings_per_axis", "features_per_stage"):
         print(f"{key:<22}{_fmt(sf['plan'].get(key)):>34}{_fmt(nn.get('plan', {}).get(key)):>34}")
