@@ -4,6 +4,7 @@
     python benchmarks/compare_nnunet.py --dataset 4 --device cuda
     python benchmarks/compare_nnunet.py --smoke              # segforge side only, tiny, no nnU-Net needed
     python benchmarks/compare_nnunet.py --workdir W --predict-only   # step 4 again on the models trained in W
+    python benchmarks/compare_nnunet.py --default-plans --train-minutes 15   # each tool as a newcomer runs it
 
 nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made by
 `benchmarks/setup_nnunet_env.sh`), never imported here. Measured for each tool:
@@ -21,6 +22,12 @@ nnU-Net runs from a separate environment (default benchmarks/.venv-nnunet, made 
    mirroring TTA on for both, default step 0.5; ``--predict-repeats`` runs it several times and
    keeps the fastest, ``--predict-only`` re-runs only this step on a workdir trained before);
 and the two plans next to each other. Writes a JSON file and prints a table; the ratios come last.
+
+``--default-plans`` compares the tools as a newcomer runs them instead: each plans with no
+flags (``segforge_plan_and_preprocess -d ID``, ``nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres``),
+segforge trains with ``segforge_train ID 0 --max-minutes M`` and nothing else, and nnU-Net's
+default trainer (250 + 50 iterations per epoch) is stopped at the same wall clock within its
+epoch (it has no time budget of its own), then writes its final checkpoint.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ def main(argv=None) -> int:
     parser.add_argument("--predict-only", action="store_true",
                         help="only step 4 (and scoring), on the data and models already in --workdir")
     parser.add_argument("--smoke", action="store_true", help="segforge side only, tiny sizes (no nnU-Net needed)")
+    parser.add_argument("--default-plans", action="store_true",
+                        help="each tool's own default plan and command, equal wall clock (see above)")
     args = parser.parse_args(argv)
 
     work = args.workdir.absolute()
@@ -98,8 +107,10 @@ def main(argv=None) -> int:
     gpu_gb = "10" if not args.smoke else "0.3"
 
     # 1. plan and preprocess
-    m = _step(["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes),
-               "--gpu-memory-gb", gpu_gb, "-c", "3d_fullres"], env, work / "sf_plan.log")
+    plan_cmd = ["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes)]
+    if not args.default_plans:
+        plan_cmd += ["--gpu-memory-gb", gpu_gb, "-c", "3d_fullres"]
+    m = _step(plan_cmd, env, work / "sf_plan.log")
     sf.update(plan_seconds=m.seconds, plan_peak_rss_gb=m.peak_rss_bytes / 2**30)
     sf_plans = json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text())
     sf["plan"] = _segforge_plan_summary(sf_plans)
@@ -111,7 +122,9 @@ def main(argv=None) -> int:
         nn_plans = json.loads((work / "nnunet_preprocessed" / name / "nnUNetPlans.json").read_text())
         nn["plan"] = _nnunet_plan_summary(nn_plans)
         # 2. one patch, batch and network for both (see the module docstring)
-        if args.device == "cuda":
+        if args.default_plans:
+            pass  # each keeps its own
+        elif args.device == "cuda":
             patch, batch = nn["plan"]["patch_size"], nn["plan"]["batch_size"]
             _step(["-m", "segforge.cli.plan_and_preprocess", "-d", dataset_id, "-np", str(args.num_processes),
                    "-c", "3d_fullres", "--gpu-memory-gb", "10", "--patch-size", *map(str, patch),
@@ -122,26 +135,34 @@ def main(argv=None) -> int:
             _impose_segforge_network_on_nnunet(
                 json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()),
                 work / "nnunet_preprocessed" / name / "nnUNetPlans.json")
-        result["trained_plan"] = _segforge_plan_summary(
-            json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()))
+        if not args.default_plans:
+            result["trained_plan"] = _segforge_plan_summary(
+                json.loads((work / "segforge_preprocessed" / name / "plans.json").read_text()))
 
     # 3. train for the same wall-clock budget
     budget = args.train_minutes * 60 if not args.train_epochs else float("inf")
-    epochs = ["--epochs", str(args.train_epochs)] if args.train_epochs else \
-        ["--epochs", "100000", "--max-minutes", str(args.train_minutes)]
     result["train_epochs"] = args.train_epochs
-    m = _step(["-m", "segforge.cli.train", dataset_id, "0", "-c", "3d_fullres", "--device", args.device, *epochs,
-               "--iters-per-epoch", str(args.iters_per_epoch), "--val-iters", str(args.val_iters)],
-              env, work / "sf_train.log")
+    if args.default_plans:
+        train_cmd = ["-m", "segforge.cli.train", dataset_id, "0", "--max-minutes", str(args.train_minutes)]
+    else:
+        epochs = ["--epochs", str(args.train_epochs)] if args.train_epochs else \
+            ["--epochs", "100000", "--max-minutes", str(args.train_minutes)]
+        train_cmd = ["-m", "segforge.cli.train", dataset_id, "0", "-c", "3d_fullres", "--device", args.device,
+                     *epochs, "--iters-per-epoch", str(args.iters_per_epoch), "--val-iters", str(args.val_iters)]
+    m = _step(train_cmd, env, work / "sf_train.log")
     sf.update(train_wall_seconds=m.seconds, **_segforge_train_stats(work / "segforge_results" / name, args))
     if not args.smoke:
-        m = _step([str(HERE / "nnunet_driver.py"), "train", dataset_id, "0", "--iters", str(args.iters_per_epoch),
-                   "--val-iters", str(args.val_iters), "--budget-seconds", str(budget), "--device", args.device,
+        nn_iters, nn_val = ("250", "50") if args.default_plans else (str(args.iters_per_epoch), str(args.val_iters))
+        m = _step([str(HERE / "nnunet_driver.py"), "train", dataset_id, "0", "--iters", nn_iters,
+                   "--val-iters", nn_val, "--budget-seconds", str(budget), "--device", args.device,
                    "--max-epochs", str(args.train_epochs or 1000),
+                   *(["--stop-within-epoch"] if args.default_plans else []),
                    "--out", str(work / "nn_train.json")], env, work / "nn_train.log", python=args.nnunet_python)
         nn_train = json.loads((work / "nn_train.json").read_text())
         nn.update(train_wall_seconds=m.seconds, epochs=nn_train["epochs"], parameters=nn_train["parameters"],
-                  iters_per_second=_its(nn_train["epoch_seconds"], args.iters_per_epoch))
+                  iterations=nn_train.get("iterations"),
+                  iters_per_second=(nn_train["iterations"] / nn_train["train_wall_seconds"] if args.default_plans
+                                    else _its(nn_train["epoch_seconds"], args.iters_per_epoch)))
 
     # 4. predict held-out cases, 5. score both with the same evaluator
     result["env"] = {k: env[k] for k in ("SEGFORGE_RAW", "SEGFORGE_PREPROCESSED", "SEGFORGE_RESULTS", "nnUNet_raw",
@@ -165,6 +186,12 @@ def _predict_and_score(result: dict, work: Path, env: dict, args) -> None:
               "-d", dataset_id, "-c", "3d_fullres", "--device", device]
     sf["predict_seconds_per_case"] = _fastest(sf_cmd, env, work / "sf_predict.log", work / "sf_pred", args,
                                               sys.executable) / cases
+    predict_cmd = ["-m", "segforge.cli.predict", "-i", str(raw / name / "imagesTs"), "-o", str(work / "sf_pred"),
+                   "-d", dataset_id]
+    if not args.default_plans:
+        predict_cmd += ["-c", "3d_fullres", "--device", args.device]
+    m = _step(predict_cmd, env, work / "sf_predict.log")
+    sf["predict_seconds_per_case"] = m.seconds / max(1, len(tests))
     sf.update(_score(work / "sf_pred", raw / name / "labelsTs", env, work / "sf_eval.json"))
     if not args.smoke:
         nn_cmd = [str(Path(args.nnunet_python).parent / "nnUNetv2_predict"), "-i", str(raw / name / "imagesTs"),
@@ -228,16 +255,19 @@ def _its(epoch_seconds: list[float], iters: int) -> float:
 def _segforge_train_stats(results: Path, args) -> dict:
     import csv
 
-    logs = list(results.glob("*__3d_fullres/fold_0/log.csv"))
-    rows = list(csv.DictReader(open(logs[0])))
-    model = logs[0].parent
+    logs = sorted(results.glob("*__*/fold_0/log.csv"), key=lambda p: p.stat().st_mtime)  # the last stage trained
+    rows = list(csv.DictReader(open(logs[-1])))
+    model = logs[-1].parent
     import torch
 
     ckpt = torch.load(model / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     params = sum(v.numel() for k, v in ckpt["network_state"].items() if not k.endswith(("running_mean", "running_var",
                                                                                           "num_batches_tracked")))
-    return {"epochs": len(rows), "parameters": int(params),
-            "iters_per_second": _its([float(r["epoch_seconds"]) for r in rows], args.iters_per_epoch)}
+    if args.default_plans:  # epochs are sized by the trainer: its own training iterations/s, first epoch left out
+        its = float(np.median([float(r["iters_per_second"]) for r in rows[1:] or rows]))
+    else:
+        its = _its([float(r["epoch_seconds"]) for r in rows], args.iters_per_epoch)
+    return {"epochs": len(rows), "parameters": int(params), "iters_per_second": its}
 
 
 def _score(pred: Path, ref: Path, env: dict, out: Path) -> dict:
@@ -249,7 +279,7 @@ def _score(pred: Path, ref: Path, env: dict, out: Path) -> dict:
 
 
 def _segforge_plan_summary(plans: dict) -> dict:
-    c = plans["configurations"]["3d_fullres"]
+    c = plans["configurations"][plans["default_configuration"]]
     strides = np.array(c["network"]["strides"])
     return {"spacing": c["spacing"], "patch_size": c["patch_size"], "batch_size": c["batch_size"],
             "poolings_per_axis": [int(v) for v in np.log2(strides).sum(0)],

@@ -5,7 +5,9 @@
 
 Trains nnU-Net's default trainer on the 3d_fullres plan through its public Python API with a
 chosen number of iterations per epoch, stops after the first epoch that ends past the wall-clock
-budget, writes checkpoint_final like a normal run, and reports the epoch times.
+budget, writes checkpoint_final like a normal run, and reports the epoch times. With
+``--stop-within-epoch`` it stops at the first iteration that ends past the budget instead (nnU-Net's
+default 250-iteration epochs can be longer than a CPU budget).
 """
 
 import argparse
@@ -38,12 +40,25 @@ def train(args) -> None:
             raise _BudgetReached
 
     trainer.on_epoch_end = on_epoch_end
+    iterations = [0]
+    if args.stop_within_epoch:
+        original_train_step = trainer.train_step
+
+        def train_step(batch):
+            out = original_train_step(batch)
+            iterations[0] += 1
+            if time.perf_counter() - start > args.budget_seconds:
+                raise _BudgetReached
+            return out
+
+        trainer.train_step = train_step
     try:
         trainer.run_training()
     except _BudgetReached:
         trainer.on_train_end()
     result = _summary(trainer.logger.get_checkpoint(), args.iters)  # nnU-Net's logged values, any logger version
     result.update(train_wall_seconds=time.perf_counter() - start,
+                  iterations=iterations[0] if args.stop_within_epoch else result["epochs"] * args.iters,
                   parameters=int(sum(p.numel() for p in trainer.network.parameters())))
     _write(result, args.out)
 
@@ -61,7 +76,7 @@ def summarize(args) -> None:
 def _summary(log: dict, iters: int) -> dict:
     epoch_seconds = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
     return {
-        "epochs": len(epoch_seconds),
+        "epochs": len(epoch_seconds),  # finished epochs (0: stopped within the first)
         "iters_per_epoch": iters,
         "epoch_seconds": epoch_seconds,
         "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
@@ -73,7 +88,8 @@ def _write(result: dict, out: str) -> None:
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
-    print("median epoch seconds", float(np.median(result["epoch_seconds"])))
+    if result["epoch_seconds"]:
+        print("median epoch seconds", float(np.median(result["epoch_seconds"])))
 
 
 def main() -> None:
@@ -88,6 +104,7 @@ def main() -> None:
     t.add_argument("--budget-seconds", type=float, default=1e9)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--stop-within-epoch", action="store_true", help="stop at the first iteration past the budget")
     t.add_argument("--out", required=True)
     s = sub.add_parser("summarize")
     s.add_argument("checkpoint")

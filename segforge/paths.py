@@ -33,6 +33,7 @@ __all__ = [
     "model_folder",
     "fold_folder",
     "checkpoint_file",
+    "cache_root",
 ]
 
 _NAME_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
@@ -48,6 +49,15 @@ def preprocessed_root() -> Path:
 
 def results_root() -> Path:
     return Path(os.environ.get("SEGFORGE_RESULTS", "segforge_results")).absolute()
+
+
+def cache_root() -> Path:
+    """Per-machine cache (the device calibration): ``SEGFORGE_CACHE``, else ``$XDG_CACHE_HOME/segforge``,
+    else ``~/.cache/segforge``."""
+    if os.environ.get("SEGFORGE_CACHE"):
+        return Path(os.environ["SEGFORGE_CACHE"]).absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).absolute() / "segforge"
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:

@@ -1,6 +1,6 @@
-"""`segforge_plan_and_preprocess -d ID [-np N] [--gpu-memory-gb G] [-c CONFIG ...] [--plan-only] [--verify]
-[--spacing Z Y X] [--patch-size Z Y X] [--batch-size B] [--default-configuration NAME]
-[--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
+"""`segforge_plan_and_preprocess -d ID [-np N] [--device cpu|cuda] [--gpu-memory-gb G] [--train-minutes M]
+[--recalibrate] [-c CONFIG ...] [--plan-only] [--verify] [--spacing Z Y X] [--patch-size Z Y X] [--batch-size B]
+[--default-configuration NAME] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
 
 Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
 configuration (with what it needs: the cascade's locator). The steps are
@@ -29,8 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="cases processed in parallel (default: local: CPU cores, at most 8; ray: the "
                         "cluster's CPUs)")
-    parser.add_argument("--gpu-memory-gb", type=float, default=10.0,
-                        help="GPU memory the plan is sized for (default 10; e.g. 0.5 for a small CPU-trainable network)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="device training will use (default: the visible GPU, else the CPU)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=None,
+                        help="memory the plan is sized for (default: the device's; on a CPU the plan is sized to "
+                             "the time budget instead)")
+    parser.add_argument("--train-minutes", type=float, default=None,
+                        help="training time the plan is sized for, and segforge_train's default --max-minutes "
+                             "(default: none, the full schedule; a CPU plan is sized for 15 minutes)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure the device's speed again (cached per machine; do it on a quiet machine)")
     parser.add_argument("-c", "--configurations", nargs="+", default=None, metavar="CONFIG",
                         help="configurations to preprocess (default: the plan's default and what it needs)")
     parser.add_argument("--plan-only", action="store_true", help="stop after writing plans.json")
@@ -57,9 +65,11 @@ def main(argv=None) -> int:
 
         if args.num_processes is not None and args.num_processes < 1:
             raise InputError(f"-np must be at least 1, got {args.num_processes}")
-        if not (math.isfinite(args.gpu_memory_gb) and args.gpu_memory_gb > 0):
+        if args.gpu_memory_gb is not None and not (math.isfinite(args.gpu_memory_gb) and args.gpu_memory_gb > 0):
             raise InputError(f"--gpu-memory-gb must be a positive number of GB, got {args.gpu_memory_gb}")
         execution = execution_settings(args, args.num_processes)
+        if args.train_minutes is not None and not (math.isfinite(args.train_minutes) and args.train_minutes > 0):
+            raise InputError(f"--train-minutes must be a positive number of minutes, got {args.train_minutes}")
         overrides = PlanOverrides(
             spacing=tuple(args.spacing) if args.spacing else None,
             patch_size=tuple(args.patch_size) if args.patch_size else None,
@@ -75,6 +85,9 @@ def main(argv=None) -> int:
             verify_only=args.verify,
             plan_only=args.plan_only,
             execution=execution,
+            device=args.device,
+            train_minutes=args.train_minutes,
+            recalibrate=args.recalibrate,
         )
         return 0
 

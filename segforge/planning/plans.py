@@ -30,6 +30,7 @@ __all__ = [
     "LocatorSettings",
     "CascadeSettings",
     "Configuration",
+    "ComputeTarget",
     "Plans",
     "PLANS_FORMAT",
 ]
@@ -136,6 +137,34 @@ class Configuration:
 
 
 @dataclass
+class ComputeTarget:
+    """The device and training time the plans were made for (``segforge.planning.budget_rule``).
+
+    ``memory_gb``: the memory the network was sized to (a GPU's, or the CPU profile's);
+    ``train_minutes``: the time budget given at planning (``--train-minutes``), which
+    ``segforge_train`` uses when no ``--max-minutes`` is given (None: the full schedule);
+    ``sized_for_minutes``: the budget the network was chosen for (``train_minutes``, or on a
+    CPU without one the default CPU budget); ``configurations``: per configuration its
+    GFLOP and predicted seconds per iteration on this device (and the iterations the budget
+    buys); ``stage_shares``: the share of the budget of each stage of a cascade;
+    ``candidates``: the memory budgets considered, with their predicted cost; ``overrides``:
+    what the user imposed (``--device``, ``--gpu-memory-gb``, ``--train-minutes``).
+    """
+
+    device: str
+    device_name: str
+    memory_gb: float
+    train_minutes: float | None = None
+    sized_for_minutes: float | None = None
+    configurations: dict[str, dict] = field(default_factory=dict)
+    stage_shares: dict[str, float] = field(default_factory=dict)
+    candidates: list[dict] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Plans:
     dataset_name: str
     channel_names: dict[str, str]  # {"0": "CT"}, as in dataset.json
@@ -145,6 +174,7 @@ class Plans:
     gpu_memory_gb: float
     format: int = PLANS_FORMAT
     why: dict[str, str] = field(default_factory=dict)
+    compute: ComputeTarget | None = None
 
     def __post_init__(self):
         if self.default_configuration not in self.configurations:
@@ -184,6 +214,8 @@ class Plans:
         if d.get("format") != PLANS_FORMAT:
             raise InputError(f"plans format {d.get('format')} is not supported (expected {PLANS_FORMAT}); re-plan")
         d["configurations"] = {k: _configuration_from_dict(v) for k, v in d["configurations"].items()}
+        if d.get("compute") is not None:
+            d["compute"] = ComputeTarget(**_known(ComputeTarget, d["compute"]))
         return cls(**_known(cls, d))
 
     def save(self, path: str | os.PathLike) -> None:

@@ -30,8 +30,9 @@ from segforge.errors import DatasetProblems, InputError
 from segforge.execution import ExecutionSettings, FolderClaim, new_run_id
 from segforge.io.atomic import copy_file_atomic, write_json_atomic
 from segforge.io.dataset import RawDataset
+from segforge.planning.budget_rule import plan_for_device
+from segforge.planning.device_profile import DeviceProfile, resolve_device_profile
 from segforge.planning.overrides import PlanOverrides
-from segforge.planning.planner import plan_experiment
 from segforge.planning.plans import Plans
 
 __all__ = [
@@ -83,7 +84,7 @@ def configurations_to_preprocess(plans: Plans, requested: list[str] | None = Non
 def plan_and_preprocess(
     dataset: str | int,
     num_processes: int = 2,
-    gpu_memory_gb: float = 10.0,
+    gpu_memory_gb: float | None = None,
     configurations: list[str] | None = None,
     overrides: PlanOverrides | None = None,
     verify_only: bool = False,
@@ -91,12 +92,19 @@ def plan_and_preprocess(
     progress: bool = True,
     log: Callable[[str], None] = print,
     execution: ExecutionSettings | None = None,
+    device: str | None = None,
+    train_minutes: float | None = None,
+    device_profile: DeviceProfile | None = None,
+    recalibrate: bool = False,
 ) -> Plans | None:
     """Run the steps for ``dataset`` (id, name or raw folder); returns the plans (None
     with ``verify_only``). Raises :class:`DatasetProblems` when verification finds any.
 
     ``execution``: executor and workers of steps 2 and 4 (default: ``num_processes`` local
-    processes); with a ``part``, only this part's share of step 4 (see the module docstring)."""
+    processes); with a ``part``, only this part's share of step 4 (see the module docstring).
+    The plans are made for ``device_profile``, else for ``device`` (None: the GPU when
+    there is one, else the CPU), calibrated once per machine; ``gpu_memory_gb`` and
+    ``train_minutes``: see :func:`segforge.planning.budget_rule.plan_for_device`."""
     ds = RawDataset.open(dataset)
     out = paths.preprocessed_root() / ds.name
     execution = execution or ExecutionSettings(workers=max(1, int(num_processes)))
@@ -110,11 +118,13 @@ def plan_and_preprocess(
         if execution.part is not None:
             return _preprocess_part(ds, out, same_raw and state.get("fingerprint_sha256"), configurations, execution,
                                     log)
-        return _run_steps(ds, out, signature, state, gpu_memory_gb, configurations, overrides, verify_only,
+        target = dict(gpu_memory_gb=gpu_memory_gb, device=device, train_minutes=train_minutes,
+                      device_profile=device_profile, recalibrate=recalibrate)
+        return _run_steps(ds, out, signature, state, target, configurations, overrides, verify_only,
                           plan_only, progress, log, num_processes, execution)
 
 
-def _run_steps(ds: RawDataset, out: Path, signature: str, state: dict, gpu_memory_gb, configurations, overrides,
+def _run_steps(ds: RawDataset, out: Path, signature: str, state: dict, target: dict, configurations, overrides,
                verify_only, plan_only, progress, log, num_processes, execution) -> Plans | None:
     """Steps 1-4 of a whole run (the claim on ``out`` is held)."""
     same_raw = state.get("raw_signature") == signature
@@ -149,7 +159,14 @@ def _run_steps(ds: RawDataset, out: Path, signature: str, state: dict, gpu_memor
         write_json_atomic(out / SIGNATURE_FILE, state)
 
     # 3. plan
-    plans = plan_experiment(fingerprint, gpu_memory_gb=gpu_memory_gb, overrides=overrides)
+    device, gpu_memory_gb, train_minutes = target["device"], target["gpu_memory_gb"], target["train_minutes"]
+    device_profile = target["device_profile"]
+    if device_profile is None:
+        hand_set = gpu_memory_gb is not None and train_minutes is None  # the memory-only plan needs no speed
+        device_profile = resolve_device_profile(device, recalibrate=target["recalibrate"], measure=not hand_set,
+                                                log=log)
+    plans = plan_for_device(fingerprint, device_profile, train_minutes=train_minutes, gpu_memory_gb=gpu_memory_gb,
+                            overrides=overrides, device_overridden=device is not None)
     plans.save(out / PLANS_FILE)
     _copy_atomic(ds.root / "dataset.json", out / "dataset.json")
     summary = ", ".join(
@@ -157,6 +174,7 @@ def _run_steps(ds: RawDataset, out: Path, signature: str, state: dict, gpu_memor
         for n, c in plans.configurations.items()
     )
     log(f"[3/4] planned {summary}; default {plans.default_configuration} -> {out / PLANS_FILE}")
+    log(f"      {describe_compute(plans)}")
     if plan_only:
         return plans
 
@@ -181,6 +199,22 @@ def _preprocess_part(ds: RawDataset, out: Path, fingerprinted: bool, configurati
     log(f"{part}: preprocessing {', '.join(names)} with {out / PLANS_FILE}")
     _preprocess(ds.name, plans, names, execution, True, log)
     return plans
+
+
+def describe_compute(plans: Plans) -> str:
+    """One line: the device and budget the plans were made for, and what an iteration costs there."""
+    c = plans.compute
+    if c is None:
+        return f"sized for {plans.gpu_memory_gb:g} GB"
+    text = f"for {c.device} ({c.device_name}), {c.memory_gb:g} GB"
+    if c.sized_for_minutes is not None:
+        text += f", sized for {c.sized_for_minutes:g} minutes of training"
+    default = c.configurations.get(plans.default_configuration, {})
+    if "predicted_seconds_per_iteration" in default:
+        text += f"; {plans.default_configuration}: {default['predicted_seconds_per_iteration']:.3g} s per iteration"
+        if "iterations_in_budget" in default:
+            text += f", about {default['iterations_in_budget']} iterations"
+    return text
 
 
 def _verify(ds: RawDataset, num_processes: int, progress: bool, execution: ExecutionSettings) -> list[str]:
