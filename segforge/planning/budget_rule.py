@@ -22,6 +22,7 @@ its reasons.
 
 from __future__ import annotations
 
+from segforge.errors import InputError
 from segforge.planning.compute_rule import iteration_gflop, iteration_seconds
 from segforge.planning.device_profile import DeviceProfile
 from segforge.planning.overrides import PlanOverrides
@@ -118,8 +119,13 @@ def plan_for_device(fingerprint: dict, profile: DeviceProfile, train_minutes: fl
     else:
         ladder = sorted({g for g in MEMORY_LADDER_GB if g < cap} | {cap})
         candidates, chosen, last_shape = [], None, None
+        refused = None
         for gb in ladder:
-            plans_gb = plan_experiment(fingerprint, gpu_memory_gb=gb, overrides=overrides)
+            try:
+                plans_gb = plan_experiment(fingerprint, gpu_memory_gb=gb, overrides=overrides)
+            except InputError as exc:  # a --patch-size / --batch-size that this rung's memory cannot hold
+                refused = exc
+                continue
             shape = [(n, c.patch_size, c.batch_size, c.network.features_per_stage)
                      for n, c in plans_gb.configurations.items() if n in training_stages(plans_gb)]
             if shape == last_shape:
@@ -132,9 +138,11 @@ def plan_for_device(fingerprint: dict, profile: DeviceProfile, train_minutes: fl
                                "iterations": iterations})
             if chosen is None or min(iterations.values()) >= MIN_ITERATIONS:
                 chosen = (gb, plans_gb)
+        if chosen is None:
+            raise refused
         gb, plans = chosen
         smallest = candidates[0]["iterations"]
-        if min(smallest.values()) < MIN_ITERATIONS and gb == ladder[0]:
+        if min(smallest.values()) < MIN_ITERATIONS and gb == candidates[0]["memory_gb"]:
             rule = f"even the smallest plan ({gb:g} GB) gets fewer than {MIN_ITERATIONS} iterations: it is taken"
         else:
             rule = f"the largest plan whose predicted iterations in the budget reach {MIN_ITERATIONS}"

@@ -98,11 +98,11 @@ def test_the_ladder_stops_at_the_device_memory(organs):
 
 
 def test_overrides_and_train_minutes_are_recorded_and_round_trip(organs, tmp_path):
-    plans = plan_for_device(organs, cpu(), train_minutes=7, overrides=PlanOverrides(batch_size=3),
+    plans = plan_for_device(organs, cpu(), train_minutes=7, overrides=PlanOverrides(batch_size=2),
                             device_overridden=True)
     assert plans.compute.overrides == ["--device cpu", "--train-minutes 7"]
     assert plans.compute.train_minutes == 7 and "7" in plans.compute.why["train_minutes"]
-    assert plans.configuration().batch_size == 3
+    assert plans.configuration().batch_size == 2 and plans.configuration().why["batch_size"] == "user override"
     plans.save(tmp_path / "plans.json")
     again = Plans.load(tmp_path / "plans.json")
     assert again.compute == plans.compute and again.version() == plans.version()
@@ -134,3 +134,14 @@ def test_stage_shares_by_hand(fingerprint_factory):
     assert stage_shares(plans, middle, minutes)[0]["locator"] == pytest.approx(share, abs=1e-3)
     single = plan_experiment(fingerprint_factory(spacings=[1.5, 1.5, 1.5], shapes=[[64, 128, 128]] * 4), 0.1)
     assert stage_shares(single, {"3d_fullres": 1.0}, minutes)[0] == {"3d_fullres": 1.0}
+
+
+def test_a_patch_override_skips_the_rungs_too_small_for_it(organs):
+    from segforge.errors import InputError
+
+    plans = plan_for_device(organs, cpu(), train_minutes=10, overrides=PlanOverrides(patch_size=(48, 128, 128)))
+    assert plans.configuration().patch_size == [48, 128, 128]
+    assert all(c["patch_size"] == [48, 128, 128] for c in plans.compute.candidates)
+    with pytest.raises(InputError, match="needs about"):
+        plan_for_device(organs, cpu(memory_gb=0.5), train_minutes=10,
+                        overrides=PlanOverrides(patch_size=(1024, 1024, 1024)))
