@@ -1,0 +1,79 @@
+"""Time budget and epoch sizing, with a fake clock and numbers worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from segforge.training.time_budget import TimeBudget, size_epochs
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_stops_when_the_next_iteration_would_overrun():
+    clock = Clock()
+    budget = TimeBudget(10.0, clock)
+    budget.start()
+    for _ in range(8):
+        clock.now += 1.0
+        budget.iteration_done()
+    assert budget.seconds_per_iteration == 1.0 and budget.next_iteration_fits()  # 8 + 1 <= 10
+    clock.now += 1.0
+    budget.iteration_done()
+    assert budget.next_iteration_fits()  # 9 + 1 <= 10
+    clock.now += 0.5  # e.g. a validation pass
+    assert not budget.next_iteration_fits()  # 9.5 + 1 > 10
+    assert budget.iterations == 9 and budget.left == pytest.approx(0.5)
+
+
+def test_time_between_runs_of_iterations_is_not_an_iteration():
+    clock = Clock()
+    budget = TimeBudget(100.0, clock)
+    budget.start()
+    clock.now += 2.0
+    budget.iteration_done()
+    clock.now += 30.0  # validation and a checkpoint
+    budget.mark()
+    clock.now += 2.0
+    budget.iteration_done()
+    assert budget.seconds_per_iteration == 2.0
+    assert budget.iterations_left() == int((100 - 34) / 2.0)
+    assert budget.iterations_left(extra_seconds_per_iteration=0.2) == int(66 / 2.2)
+
+
+def test_median_ignores_one_slow_iteration():
+    clock = Clock()
+    budget = TimeBudget(100.0, clock)
+    budget.start()
+    for step in (1.0, 1.0, 9.0, 1.0, 1.0):
+        clock.now += step
+        budget.iteration_done()
+    assert budget.seconds_per_iteration == 1.0
+
+
+def test_a_budget_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        TimeBudget(0.0)
+
+
+def test_five_minutes_at_half_a_second():
+    s = size_epochs(300.0, 0.5, 0.1)
+    # epochs of 300/30 = 10 s -> 20 iterations; validation <= 10 % of 10 s at 0.1 s -> 10 batches;
+    # 11 s per epoch -> 27 epochs, 300 / 11 * 20 = 545 iterations
+    assert (s.iters_per_epoch, s.val_iters, s.expected_epochs, s.expected_iterations) == (20, 10, 27, 545)
+    assert "20 iterations" in s.why and "10 batches" in s.why
+
+
+def test_long_budget_caps_epochs_at_nnunets_length_and_validation_at_fifty():
+    s = size_epochs(3600.0, 0.1, 0.01)
+    assert (s.iters_per_epoch, s.val_iters) == (250, 50)
+
+
+def test_short_budget_keeps_a_minimum_epoch_and_one_validation_batch():
+    s = size_epochs(60.0, 1.0, 5.0)
+    assert s.iters_per_epoch == 5 and s.val_iters == 1  # 60/30 = 2 s < 5 s minimum; 0.5 s of validation < 1 batch
