@@ -103,7 +103,7 @@ def _layer_overhead(kind: str, rates: dict, measure) -> float:
 
     from segforge.networks.cost import conv_layers, elementwise_elements
     from segforge.networks.unet import UNet
-    from segforge.planning.plans import NetworkTopology
+    from segforge.networks.topology import NetworkTopology
 
     topology = NetworkTopology(features_per_stage=[4, 8, 16, 32], kernel_sizes=[[3, 3, 3]] * 4,
                                strides=[[1, 1, 1]] + [[2, 2, 2]] * 3)
