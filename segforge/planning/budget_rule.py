@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 MEMORY_LADDER_GB = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-MIN_ITERATIONS = 1000  # placeholder until measured (docs/planning.md "Compute")
+MIN_ITERATIONS = 1000  # SGD's small classes appear between 400 and 800 iterations (docs/planning.md "Compute")
 DEFAULT_CPU_MINUTES = 15.0
 TRAINING_FRACTION = 0.85  # of the budget spent in training iterations; the rest: validation, checkpoints, start
 LOCATOR_ITERATIONS = 300
