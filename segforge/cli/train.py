@@ -28,10 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold", help="fold number (0..4) or 'all' (train and validate on every case)")
     p.add_argument("-c", "--configuration", default=None, help="configuration to train (default: the plans' default)")
     p.add_argument("--epochs", type=int, default=1000, help="number of epochs (default 1000)")
-    p.add_argument("--iters-per-epoch", type=int, default=250, help="training iterations per epoch (default 250)")
-    p.add_argument("--val-iters", type=int, default=50, help="validation iterations per epoch (default 50)")
+    p.add_argument("--iters-per-epoch", type=int, default=None,
+                   help="training iterations per epoch (default 250; with a time budget sized from the measured "
+                        "iteration time, about 1/30 of the budget)")
+    p.add_argument("--val-iters", type=int, default=None,
+                   help="validation iterations per epoch (default 50; with a time budget at most 10%% of an epoch)")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="time budget: stop after the last epoch that fits, still writing checkpoint_final.pt")
+                   help="time budget: training stops within one iteration of it, then checkpoint_final.pt and the "
+                        "fold validation (default: the plan's --train-minutes, else none)")
     p.add_argument("--patience", type=int, default=None,
                    help="stop after this many epochs without a better EMA pseudo-Dice (default: never)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

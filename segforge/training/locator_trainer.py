@@ -145,7 +145,7 @@ class LocatorTrainer(Trainer):
     def validate(self, epoch: int) -> dict:
         """Metrics at the epoch's sigma over (at most ``val_iters``) validation cases; then the curriculum moves."""
         sigma = self.curriculum.sigma
-        metrics, _ = self.evaluate_cases(self.val_data[: self.options.val_iters], sigma)
+        metrics, _ = self.evaluate_cases(self.val_data[: self.val_iters], sigma)
         metrics = self.dist.broadcast_object(metrics)  # every process validated alike; rank 0's numbers move all
         self.curriculum.update(epoch, metrics["val_loss"])
         return {"sigma": sigma, **metrics}

@@ -25,8 +25,10 @@ class TrainingOptions:
 
     Every trainer honours every option or refuses it with one line naming it (a trainer
     lists what it refuses in ``refused_options``; only a value other than the default is
-    refused). ``max_minutes``: stop after the epoch that would otherwise run past the budget
-    (judged from the last epoch's duration); ``patience``: stop after this many epochs without
+    refused). ``max_minutes``: training stops within one iteration of this budget (the final
+    checkpoint comes after it); ``iters_per_epoch`` / ``val_iters`` None = nnU-Net's 250 / 50,
+    or under ``max_minutes`` sized from the measured iteration time
+    (:mod:`segforge.training.time_budget`); ``patience``: stop after this many epochs without
     a better value of the trainer's selection metric (the EMA pseudo-Dice; the locator's median
     centroid error). ``optimizer`` / ``initial_lr`` / ``weight_decay`` None = the trainer's
     optimiser (``sgd``; ``adam`` for the locator) with that optimiser's defaults.
@@ -39,8 +41,8 @@ class TrainingOptions:
     """
 
     epochs: int = 1000
-    iters_per_epoch: int = 250
-    val_iters: int = 50
+    iters_per_epoch: int | None = None
+    val_iters: int | None = None
     max_minutes: float | None = None
     patience: int | None = None
     seed: int = 12345
@@ -64,7 +66,7 @@ class TrainingOptions:
 
     def __post_init__(self):
         for name in ("epochs", "iters_per_epoch", "val_iters"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise InputError(f"--max-minutes must be a positive number of minutes, got {self.max_minutes}")

@@ -126,14 +126,27 @@ class SegmentationTrainer(Trainer):
         else:
             loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n, seeds,
                                  pin)
-        n_val = max(1, n // 2) if n > 0 else 0
-        val_batches = ValidationBatches(self.build_validation_sampler(), self.options.val_iters,
+        self.make_validation_loader()
+        return loader
+
+    def make_validation_loader(self) -> None:
+        """The ``val_iters`` fixed validation batches, the same every epoch (in half the workers)."""
+        n_val = max(1, self.num_workers // 2) if self.num_workers > 0 else 0
+        val_batches = ValidationBatches(self.build_validation_sampler(), self.val_iters,
                                         seed=self.options.seed + 1, num_workers=max(1, n_val), rank=self.dist.rank,
                                         world_size=self.dist.world_size)
         self.val_loader = self.on_device(make_loader(val_batches, validation_transforms(), n_val,
-                                                     worker_seeds(self.options.seed, 0, n_val, 1), pin))
+                                                     worker_seeds(self.options.seed, 0, n_val, 1),
+                                                     self.device.type == "cuda"))
+        self._val_loader_batches = self.val_iters
         self.loaders.append(self.val_loader)
-        return loader
+
+    def on_epochs_sized(self) -> None:
+        """A validation set of the sized length (each epoch must see the same batches)."""
+        if self._val_loader_batches != self.val_iters:
+            self.val_loader.close()
+            self.loaders.remove(self.val_loader)
+            self.make_validation_loader()
 
     # --- one step ------------------------------------------------------------------------------
     def prepare_batch(self, batch: dict) -> dict:
@@ -204,7 +217,7 @@ class SegmentationTrainer(Trainer):
         sums are added: every process gets the numbers of the whole validation set."""
         self.network.eval()
         k = self.num_classes
-        n = min(self.options.val_iters, max_batches or self.options.val_iters)
+        n = min(self.val_iters, max_batches or self.val_iters)
         loss_sum = torch.zeros((), device=self.device)
         confusion = torch.zeros((k, k), dtype=torch.int64, device=self.device)
         example = None

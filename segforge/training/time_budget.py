@@ -18,14 +18,19 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["TimeBudget", "EpochSizing", "size_epochs", "TARGET_EPOCHS", "VALIDATION_SHARE", "MIN_EPOCH_SECONDS",
-           "MAX_ITERS_PER_EPOCH", "MAX_VAL_ITERS"]
+__all__ = ["TimeBudget", "EpochSizing", "size_epochs", "validation_batch_seconds", "budget_line", "describe_plan",
+           "TARGET_EPOCHS", "VALIDATION_SHARE", "MIN_EPOCH_SECONDS", "MAX_ITERS_PER_EPOCH", "MAX_VAL_ITERS",
+           "DEFAULT_ITERS_PER_EPOCH", "DEFAULT_VAL_ITERS", "SIZING_ITERATIONS", "VALIDATION_BATCH_COST"]
 
+DEFAULT_ITERS_PER_EPOCH = 250  # nnU-Net's, without a time budget
+DEFAULT_VAL_ITERS = 50
+SIZING_ITERATIONS = 4  # iterations timed before the epochs are sized (the first one includes warm-up)
+VALIDATION_BATCH_COST = 0.4  # a validation batch (forward only) against a training iteration (forward + backward)
 TARGET_EPOCHS = 30
 VALIDATION_SHARE = 0.1
 MIN_EPOCH_SECONDS = 5.0
-MAX_ITERS_PER_EPOCH = 250
-MAX_VAL_ITERS = 50
+MAX_ITERS_PER_EPOCH = DEFAULT_ITERS_PER_EPOCH
+MAX_VAL_ITERS = DEFAULT_VAL_ITERS
 _WINDOW = 25  # iterations whose median time predicts the next one
 
 
@@ -107,3 +112,38 @@ def size_epochs(budget_seconds: float, seconds_per_iteration: float, seconds_per
            f"{MIN_EPOCH_SECONDS:g} s, at most {MAX_ITERS_PER_EPOCH} iterations) -> {iters} iterations; validation "
            f"at most {VALIDATION_SHARE:.0%} of that -> {val} batches; about {epochs} epochs, {iterations} iterations")
     return EpochSizing(iters, val, epochs, iterations, why)
+
+
+def validation_batch_seconds(seconds_per_iteration: float) -> float:
+    """Estimated time of one validation batch: a forward pass without gradients."""
+    return VALIDATION_BATCH_COST * seconds_per_iteration
+
+
+def budget_line(max_minutes: float, budget: TimeBudget, sizing: EpochSizing, predicted: float | None) -> str:
+    """What the budget buys, said once the first iterations are timed."""
+    per = budget.seconds_per_iteration
+    text = f"time budget {max_minutes:g} minutes: {per:.3g} s per iteration measured"
+    if predicted:
+        text += f" (the plan predicted {predicted:.3g} s)"
+    return (text + f" -> about {sizing.expected_iterations + budget.iterations} iterations in {sizing.expected_epochs} "
+            f"epochs of {sizing.iters_per_epoch} iterations, {sizing.val_iters} validation batches each")
+
+
+def describe_plan(plans, configuration, device) -> str:
+    """The plan a run trains, and the device and budget it was made for."""
+    c = configuration
+    net = c.network
+    text = (f"plan {c.name}: patch {'x'.join(map(str, c.patch_size))}, batch {c.batch_size}, U-Net "
+            f"{net.features_per_stage[0]}->{net.features_per_stage[-1]} features in {net.n_stages} stages")
+    compute = plans.compute
+    if compute is None:
+        return text + f"; sized for {plans.gpu_memory_gb:g} GB"
+    cost = compute.configurations.get(c.name, {})
+    if "gflop_per_iteration" in cost:
+        text += f", {cost['gflop_per_iteration']:.3g} GFLOP per iteration"
+    text += f"; made for {compute.device} ({compute.device_name}), {compute.memory_gb:g} GB"
+    if compute.sized_for_minutes is not None:
+        text += f", sized for {compute.sized_for_minutes:g} minutes of training"
+    if compute.device != getattr(device, "type", str(device)):
+        text += f" -- training on {device} instead: re-plan with --device for a plan sized to it"
+    return text

@@ -73,6 +73,16 @@ from segforge.training.progress_log import TrainingLog
 from segforge.training.safeguards import check_finite_training, check_model_folder_plans, check_training_memory
 from segforge.training.reporting import EpochReporter, write_json
 from segforge.training.schedule import OPTIMIZERS, PolyLRSchedule, build_optimizer
+from segforge.training.time_budget import (
+    DEFAULT_ITERS_PER_EPOCH,
+    DEFAULT_VAL_ITERS,
+    SIZING_ITERATIONS,
+    TimeBudget,
+    budget_line,
+    describe_plan,
+    size_epochs,
+    validation_batch_seconds,
+)
 
 __all__ = ["Trainer", "STOP_SYNC_EVERY"]
 
@@ -125,6 +135,12 @@ class Trainer:
         self.epochs_since_best = 0
         self.loaders: list = []
         self._stop: str | None = None
+        # epochs: as given, else nnU-Net's; under --max-minutes sized from the measured iteration time
+        self.iters_per_epoch = self.options.iters_per_epoch or DEFAULT_ITERS_PER_EPOCH
+        self.val_iters = self.options.val_iters or DEFAULT_VAL_ITERS
+        self.budget: TimeBudget | None = None
+        self._sized = self.options.max_minutes is None or self.options.iters_per_epoch is not None
+        self._next_stop_check = 0  # distributed: the iteration (of this epoch) at which the ranks agree next
 
     # --- checks --------------------------------------------------------------------------------
     def check_configuration(self) -> None:
@@ -154,7 +170,7 @@ class Trainer:
         defaults = look_up(optimizer, OPTIMIZERS, "optimizer")
         self.initial_lr = o.initial_lr if o.initial_lr is not None else defaults.initial_lr
         self.optimizer = build_optimizer(self.network.parameters(), optimizer, self.initial_lr, o.weight_decay)
-        self.schedule = PolyLRSchedule(self.optimizer, self.initial_lr, o.epochs * o.iters_per_epoch)
+        self.schedule = PolyLRSchedule(self.optimizer, self.initial_lr, o.epochs * self.iters_per_epoch)
         self.amp_dtype = autocast_dtype(self.device)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.setup()
@@ -262,6 +278,9 @@ class Trainer:
     def after_training(self) -> None:
         """After ``checkpoint_final.pt`` is written (loaders still running)."""
 
+    def on_epochs_sized(self) -> None:
+        """After :attr:`iters_per_epoch` / :attr:`val_iters` were sized to the time budget (first epoch)."""
+
     # --- one iteration ---------------------------------------------------------------------------
     def on_device(self, loader):
         """``loader`` with its batches copied to the GPU ahead of use (a side stream, a background thread);
@@ -313,31 +332,66 @@ class Trainer:
         """Why training stops now, or None: the one place that decides.
 
         Asked after every training iteration (``iteration``: iterations done in ``epoch``) and
-        after every epoch (``iteration`` None, the epoch's row logged). Between epochs: patience
-        (no better ``best_metric`` for ``patience`` epochs) and the time budget (another epoch as
-        long as the last would overrun it). Within an epoch nothing stops training yet.
-        In a distributed run rank 0 decides and every rank gets its answer (within an epoch only
-        every :data:`STOP_SYNC_EVERY` iterations), so all stop at the same step.
+        after every epoch (``iteration`` None, the epoch's row logged). The time budget, at both:
+        stop when the next iteration (at the recent median time) would end past it, so training
+        ends within one iteration of ``--max-minutes``, in the middle of an epoch if need be.
+        Between epochs also patience (no better ``best_metric`` for ``patience`` epochs).
+        In a distributed run rank 0 decides and every rank gets its answer (within an epoch every
+        :data:`STOP_SYNC_EVERY` iterations, every iteration once the budget's end is that near),
+        so all stop at the same step.
         """
-        if self.dist.enabled:
-            if iteration is not None and iteration % STOP_SYNC_EVERY:
-                return None
-            return self.dist.broadcast_object(self.local_stop_reason(epoch, iteration) if self.dist.is_main else None)
-        return self.local_stop_reason(epoch, iteration)
+        if not self.dist.enabled:
+            return self.local_stop_reason(epoch, iteration)
+        if iteration is not None and iteration < self._next_stop_check:
+            return None
+        answer = None
+        if self.dist.is_main:
+            fits = self.budget.iterations_left() if self.budget is not None else STOP_SYNC_EVERY
+            answer = (self.local_stop_reason(epoch, iteration), max(1, min(STOP_SYNC_EVERY, fits)))
+        reason, wait = self.dist.broadcast_object(answer)
+        self._next_stop_check = (iteration or 0) + wait
+        return reason
 
     def local_stop_reason(self, epoch: int, iteration: int | None = None) -> str | None:
         """:meth:`stop_reason` as this process sees it (its clock, its log)."""
+        o = self.options
+        if self.budget is not None and not self.budget.next_iteration_fits():
+            cut = iteration is not None and iteration < self.iters_per_epoch
+            where = f"in epoch {epoch} after {iteration} iterations" if cut else f"after epoch {epoch}"
+            return (f"time budget: stopping {where} ({self.budget.elapsed / 60:.2f} of {o.max_minutes:g} minutes, "
+                    f"{self.budget.iterations} iterations; the next would not fit)")
         if iteration is not None:
             return None
-        o = self.options
         if o.patience is not None and self.epochs_since_best >= o.patience:
             return f"early stop after epoch {epoch}: no better {self.best_metric_label} for {o.patience} epochs"
-        if o.max_minutes is not None and epoch < o.epochs - 1:
-            elapsed = time.monotonic() - self.started
-            if elapsed + self.history[-1]["epoch_seconds"] > 60 * o.max_minutes:
-                return (f"time budget: stopping after epoch {epoch} ({elapsed / 60:.1f} of {o.max_minutes} minutes; "
-                        "another epoch would not fit)")
         return None
+
+    def size_epochs_to_budget(self) -> None:
+        """Once a few iterations are measured: the epoch and validation lengths for the time left
+        (rank 0's measurement in a distributed run: every rank must run the same epochs)."""
+        if self._sized or self.budget.iterations < SIZING_ITERATIONS:
+            return
+        self._sized = True
+        sizing = None
+        if self.dist.is_main:
+            per = self.budget.seconds_per_iteration
+            sizing = size_epochs(self.budget.left, per, validation_batch_seconds(per),
+                                 max_val_iters=self.options.val_iters or DEFAULT_VAL_ITERS)
+            self.log(budget_line(self.options.max_minutes, self.budget, sizing,
+                                 self.predicted_seconds_per_iteration()))
+            self.log(f"  epochs sized: {sizing.why}")
+        sizing = self.dist.broadcast_object(sizing)
+        self.iters_per_epoch = sizing.iters_per_epoch
+        if self.options.val_iters is None:
+            self.val_iters = sizing.val_iters
+        self.on_epochs_sized()
+
+    def predicted_seconds_per_iteration(self) -> float | None:
+        """What the plan predicted for one iteration of this configuration on its device, if it did."""
+        compute = self.plans.compute
+        if compute is None:
+            return None
+        return compute.configurations.get(self.configuration.name, {}).get("predicted_seconds_per_iteration")
 
     # --- epochs ----------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -347,21 +401,35 @@ class Trainer:
         self.network.train()
         loss_sum = torch.zeros((), device=self.device)
         nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
-        bar = self.reporter.bar(epoch, self.options.iters_per_epoch)
+        bar = self.reporter.bar(epoch, self.iters_per_epoch)
         t0 = time.perf_counter()
         done = 0
-        for _ in range(self.options.iters_per_epoch):
+        self._next_stop_check = 0
+        if self.budget is not None:
+            self.budget.mark()  # validation and checkpoints since the last iteration are not an iteration's time
+        while done < self.iters_per_epoch:
             loss = self.train_step(self.prepare_batch(next(self.train_loader)))
             finite = torch.isfinite(loss)  # counted on the device: no host sync per iteration
             loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
             nonfinite += (~finite).to(torch.int64)
             done += 1
+            if self.budget is not None:
+                if not self._sized or self.budget.left < 2 * (self.budget.seconds_per_iteration or 0.0):
+                    loss_sum.item()  # timed to size the epochs, or near the end: wait for the device
+                self.budget.iteration_done()
+                if not self._sized:
+                    self.size_epochs_to_budget()
+                    bar.total = max(self.iters_per_epoch, done)
             bar.update(1)
             if done % 10 == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss_sum.item() / done:.4f}")  # a host sync every 10 iterations
+                postfix = {"loss": f"{loss_sum.item() / done:.4f}"}  # a host sync every 10 iterations
+                if self.budget is not None:
+                    postfix["left"] = time.strftime("%M:%S", time.gmtime(self.budget.left))
+                bar.set_postfix(postfix)
             self._stop = self.stop_reason(epoch, done)
             if self._stop is not None:
                 break
+        self.last_epoch_iterations = done
         # summed over the ranks of a distributed run, so every rank takes the same stop decision
         totals = self.dist.all_reduce(torch.stack([loss_sum.float(), nonfinite.float()]))
         iterations = done * self.dist.world_size
@@ -378,7 +446,14 @@ class Trainer:
                               self.history[-1]["epoch"] if self.history else None, self.output_folder, self.initial_lr)
 
     def run(self, resume: bool = False) -> Path:
-        """Train (or resume from ``checkpoint_latest.pt``); returns the fold folder."""
+        """Train (or resume from ``checkpoint_latest.pt``); returns the fold folder.
+
+        Under ``--max-minutes`` the clock starts here: set-up, training and the epochs'
+        validation count; the final checkpoint and what :meth:`after_training` does come after
+        (timed and printed apart)."""
+        if self.options.max_minutes is not None:
+            self.budget = TimeBudget(60 * self.options.max_minutes)
+            self.budget.start()
         self.initialize()
         latest = paths.checkpoint_file(self.output_folder, "latest")
         if resume and latest.is_file():
@@ -390,8 +465,11 @@ class Trainer:
         self.write_model_folder_files()
         o = self.options
         self.log(f"{self.name}: {self.plans.dataset_name} {self.configuration.name} fold {self.fold}: "
-                 f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, device {self.device}, "
-                 f"{self.num_workers} loader workers, epochs {self.start_epoch}..{o.epochs - 1}")
+                 f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, device {self.device}"
+                 f"{f' ({torch.get_num_threads()} threads)' if self.device.type == 'cpu' else ''}, "
+                 f"{self.num_workers} loader workers, epochs {self.start_epoch}..{o.epochs - 1}"
+                 + (f", at most {o.max_minutes:g} minutes" if o.max_minutes is not None else ""))
+        self.log(describe_plan(self.plans, self.configuration, self.device))
         self.reporter = EpochReporter(self.output_folder, o, self.log, self.writes_files)
         self.reporter.epoch = self.start_epoch
         epoch = self.start_epoch - 1
@@ -413,8 +491,12 @@ class Trainer:
                 if reason is not None:
                     self.log(reason)
                     break
+            finished, trained = time.monotonic(), self.budget.elapsed if self.budget is not None else 0.0
             self.save_checkpoint("final", max(epoch, 0))
             self.after_training()
+            if self.budget is not None:
+                self.log(f"training: {self.budget.iterations} iterations in {trained / 60:.2f} of {o.max_minutes:g} "
+                         f"minutes; then the final checkpoint and pictures in {time.monotonic() - finished:.1f} s")
         finally:
             for loader in self.loaders:
                 loader.close()
@@ -431,11 +513,11 @@ class Trainer:
         self.epochs_since_best = 0 if improved else self.epochs_since_best + 1
         if improved:
             self.best = float(value)
-        o = self.options
-        if self.lr_spans_time_budget and o.max_minutes is not None:
-            recent = float(np.median([r["epoch_seconds"] for r in self.history[-5:]]))
-            self.schedule.fit_to_time(60 * o.max_minutes - (time.monotonic() - self.started),
-                                      recent / o.iters_per_epoch, o.iters_per_epoch)
+        if self.lr_spans_time_budget and self.budget is not None and self.budget.seconds_per_iteration:
+            # the iterations still to come, at the measured time of an iteration and this epoch's share of the rest
+            other = max(0.0, row["epoch_seconds"] / max(1, self.last_epoch_iterations)
+                        - self.budget.seconds_per_iteration)
+            self.schedule.fit_to_time(self.budget.left, self.budget.seconds_per_iteration + other)
             self.schedule.load_state_dict(self.dist.broadcast_object(self.schedule.state_dict()))  # rank 0's clock
         self.save_checkpoint("latest", row["epoch"])
         if improved:

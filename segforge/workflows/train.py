@@ -13,19 +13,24 @@ validates the fold.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from segforge import paths
 from segforge.devices import resolve_device
 from segforge.errors import InputError
+from segforge.planning.budget_rule import stage_shares
 from segforge.planning.plans import Plans
 from segforge.training.distributed import ProcessGroup
 from segforge.training.options import TrainingOptions
 from segforge.training.registry import configuration_kind, look_up_step, training_steps
 from segforge.workflows.validation import validate_fold
 
-__all__ = ["train_fold", "validate_trained_fold", "segmentation_model_folder"]
+__all__ = ["train_fold", "stage_budgets", "validate_trained_fold", "segmentation_model_folder", "MIN_STAGE_MINUTES"]
+
+MIN_STAGE_MINUTES = 0.05  # a stage left with less still runs its set-up and a few iterations
 
 
 def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, device: str | None = None,
@@ -34,25 +39,55 @@ def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, 
     """Run the training steps of ``configuration`` (default: the plan's) for ``fold``; returns
     their fold folders in order. With ``validate`` the last step's model is validated."""
     options = options or TrainingOptions()
+    if options.max_minutes is None and plans.compute is not None and plans.compute.train_minutes is not None:
+        options = replace(options, max_minutes=plans.compute.train_minutes)
+        log(f"time budget {options.max_minutes:g} minutes: the plan's (segforge_plan_and_preprocess --train-minutes)")
     steps = training_steps(plans, configuration)
     group = ProcessGroup.from_environment(resolve_device(device).type)
     if not group.is_main:
         log = lambda line: None  # noqa: E731 - rank 0 speaks for the run
     elif group.enabled:
         log(f"distributed training: {group.world_size} processes")
+    budgets = stage_budgets(plans, [name for _, name in steps], options.max_minutes)
+    started = time.monotonic()
     folders = []
     try:
-        for step, name in steps:
-            if len(steps) > 1:
+        for i, (step, name) in enumerate(steps):
+            step_options = options
+            if options.max_minutes is not None and len(steps) > 1:
+                # this stage's share; the last stage gets whatever the earlier ones left (rank 0's clock)
+                left = group.broadcast_object(options.max_minutes - (time.monotonic() - started) / 60)
+                minutes = left if i == len(steps) - 1 else min(left, budgets[name][0])
+                step_options = replace(options, max_minutes=max(minutes, MIN_STAGE_MINUTES))
+                log(f"training {name} ({step}) for {step_options.max_minutes:.2f} of {options.max_minutes:g} "
+                    f"minutes: {budgets[name][1]}")
+            elif len(steps) > 1:
                 log(f"training {name} ({step})")
-            trainer = look_up_step(step)(plans, name, fold, device=device, options=options, log=log)
+            trainer = look_up_step(step)(plans, name, fold, device=device, options=step_options, log=log)
             folders.append(trainer.run(resume=resume))
             group.barrier()  # what rank 0 wrote (checkpoints, locator_validation.json) is there for all
     finally:
         group.close()
     if validate and group.is_main and configuration_kind(plans.configuration(steps[-1][1])) != "locator":
+        start = time.monotonic()
         validate_trained_fold(folders[-1].parent, fold, group.device(resolve_device(device)), log)
+        log(f"fold validation: {time.monotonic() - start:.1f} s (after the training budget)")
     return folders
+
+
+def stage_budgets(plans: Plans, stages: list[str], minutes: float | None) -> dict[str, tuple[float | None, str]]:
+    """``{stage: (minutes, why)}``: a cascade's locator gets its planned share of the budget
+    (:func:`segforge.planning.budget_rule.stage_shares`, from the plan's predicted iteration
+    times; an even split when the plan has none), the segmenter the rest."""
+    if minutes is None or len(stages) < 2:
+        return {name: (minutes, "the whole budget") for name in stages}
+    costs = plans.compute.configurations if plans.compute is not None else {}
+    seconds = {name: costs.get(name, {}).get("predicted_seconds_per_iteration") for name in stages}
+    if all(seconds.values()):
+        shares, why = stage_shares(plans, seconds, minutes, stages[-1])
+    else:
+        shares, why = {name: 1 / len(stages) for name in stages}, "no predicted iteration times in the plan: even split"
+    return {name: (minutes * shares[name], why) for name in stages}
 
 
 def segmentation_model_folder(plans: Plans, configuration: str | None = None) -> Path:

@@ -155,8 +155,8 @@ def test_patience_stops_the_locator(dataset, monkeypatch):
 
 
 def test_time_budget_stops_the_locator_and_ends_its_learning_rate(dataset):
-    """A budget one epoch overruns: the run stops after that epoch, still writes its final
-    checkpoint and validation, and the learning-rate decay is shortened to what fits."""
+    """A budget the first iteration overruns: the run stops after that one-iteration epoch, still
+    writes its final checkpoint and validation, and the learning-rate decay is shortened to what fits."""
     trainer = locator(dataset, epochs=50, max_minutes=1e-4)
     lines = []
     trainer.log = lines.append

@@ -126,24 +126,27 @@ def test_cli_answers_bad_input_in_one_line(folders, capsys):
     assert "plans not found" in err and err.count("\n") == 1
 
 
-def test_budget_and_patience_stop_after_the_epoch():
-    import time
-
+def test_budget_stops_within_an_iteration_and_patience_after_the_epoch():
     from segforge.training.segmentation_trainer import SegmentationTrainer
+    from segforge.training.time_budget import TimeBudget
 
     plans = make_plans()
     t = SegmentationTrainer(plans, "3d_fullres", 0, output_folder="unused/fold_0", device="cpu",
                             options=TrainingOptions(epochs=10, max_minutes=1.0, patience=3), log=lambda *_: None)
-    t.history.append({"epoch": 0, "epoch_seconds": 30.0})
-    t.started = time.monotonic() - 20
-    assert t.stop_reason(0) is None  # 20 s + another 30 s epoch fits in 60 s
-    assert t.stop_reason(0, iteration=5) is None  # within an epoch nothing stops (yet)
-    t.started = time.monotonic() - 40
-    assert t.stop_reason(1).startswith("time budget: stopping after epoch 1")  # 40 + 30 would not
-    assert t.stop_reason(9) is None  # the last epoch: nothing to stop
-    t.options.max_minutes = None
+    now = [0.0]
+    t.budget = TimeBudget(60.0, clock=lambda: now[0])
+    t.budget.start()
+    for _ in range(5):  # iterations of 10 s
+        now[0] += 10.0
+        t.budget.iteration_done()
+    assert t.stop_reason(0, iteration=5) is None  # 50 s + another 10 s iteration fits in 60 s
+    now[0] += 5.0  # validation
+    assert t.stop_reason(0).startswith("time budget: stopping after epoch 0")  # 55 + 10 would not
+    assert t.stop_reason(1, iteration=3).startswith("time budget: stopping in epoch 1 after 3 iterations")
+    t.budget = None
     t.epochs_since_best = 3
     assert "no better EMA pseudo-Dice for 3 epochs" in t.stop_reason(4)
+    assert t.stop_reason(4, iteration=1) is None  # patience is judged between epochs
 
 
 def test_segmentation_trainer_refuses_a_locator_configuration():
