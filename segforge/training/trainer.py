@@ -494,6 +494,7 @@ class Trainer:
             finished, trained = time.monotonic(), self.budget.elapsed if self.budget is not None else 0.0
             self.save_checkpoint("final", max(epoch, 0))
             self.after_training()
+            self.dist.barrier()  # rank 0's checkpoints are written before any rank goes on
             if self.budget is not None:
                 self.log(f"training: {self.budget.iterations} iterations in {trained / 60:.2f} of {o.max_minutes:g} "
                          f"minutes; then the final checkpoint and pictures in {time.monotonic() - finished:.1f} s")
