@@ -92,3 +92,40 @@ def test_the_run_says_which_plan_and_device(tmp_path, fake_budget_clock):
     plan = next(line for line in lines if line.startswith("plan 3d_fullres"))
     assert "patch 16x32x32, batch 2, U-Net 4->16 features in 3 stages, 1.5 GFLOP per iteration" in plan
     assert "made for cuda (big gpu), 80 GB, sized for 60 minutes" in plan and "training on cpu instead" in plan
+
+
+def test_a_cascade_shares_the_budget(tmp_path, fake_budget_clock, monkeypatch):
+    """5.05 minutes = 303 s; the plan predicts 0.2 s per locator iteration: the locator wants the time of
+    300 iterations = 60 s = 60 / (0.85 * 303) = 23.3 % (within 20-50 %) -> 0.233 * 303 = 70.6 s: 7 iterations
+    of 10 s. The segmenter gets what is left, 303 - 70 = 233 s: 23 iterations. 300 s in all, not 2 x 303."""
+    import types
+
+    from helpers.cascade_dataset import make_cascade_dataset
+
+    from segforge import paths
+    from segforge.training.trainer import Trainer
+    from segforge.workflows import train as train_workflow
+
+    torch.set_num_threads(1)
+    plans = make_cascade_dataset(paths.preprocessed_root(), n_cases=4)
+    plans.compute = ComputeTarget(device="cpu", device_name="test cpu", memory_gb=1.0, configurations={
+        "locator": {"predicted_seconds_per_iteration": 0.2},
+        "cascade_fullres": {"predicted_seconds_per_iteration": 1.0}})
+    monkeypatch.setattr(train_workflow, "time", types.SimpleNamespace(monotonic=fake_budget_clock))
+    step = Trainer.train_step
+
+    def ten_second_step(self, batch):
+        fake_budget_clock.now += 10.0
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", ten_second_step)
+    lines = []
+    options = TrainingOptions(max_minutes=5.05, num_workers=0, cpu_threads=1, progress_bar=False, plots=False)
+    train_workflow.train_fold(plans, 0, options=options, validate=False, log=lines.append)
+    stages = [line for line in lines if line.startswith("training locator") or line.startswith("training cascade")]
+    assert len(stages) == 2, lines
+    assert "for 1.18 of 5.05 minutes" in stages[0] and "time of 300 iterations (23% of 5.05 minutes" in stages[0]
+    assert "for 3.88 of 5.05 minutes" in stages[1]  # 233 s
+    done = [line for line in lines if line.startswith("training: ")]
+    assert done[0].startswith("training: 7 iterations") and done[1].startswith("training: 23 iterations"), done
+    assert fake_budget_clock.now == 300.0
