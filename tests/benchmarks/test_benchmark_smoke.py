@@ -16,7 +16,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py", "bench_inference.py",
-           "bench_window.py", "inference_levers.py"]
+           "bench_window.py", "inference_levers.py", "gpu_check.py", "bench_augmentation.py"]
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -115,3 +115,18 @@ def test_inference_levers_smoke(tmp_path):
     names = [row["setting"] for row in r["settings"]]
     assert names[0] == "mirror all (reference)" and any(n.startswith("--fast") for n in names)
     assert all(0 <= row["mean_dice"] <= 1 and row["cpu_seconds_per_case"] > 0 for row in r["settings"])
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke(tmp_path):
+    """benchmarks/gpu_check.py on the CPU at toy size: every phase runs and reports its figures."""
+    r = _smoke("gpu_check.py", tmp_path)
+    assert r["errors"] == {} and r["device"] == "cpu"
+    assert r["plan"]["patch_size"] == [16, 32, 32] and r["training"]["parameters"] > 0
+    for mode in ("gpu", "cpu"):
+        assert r[f"end_to_end_{mode}_augmentation"]["iters_per_second"] > 0
+    step = r["gpu_step_alone"]
+    assert step["as_trained"] > 0 and step["eager_contiguous"] > 0 and step["eager_channels_last"] > 0
+    window = r["sliding_window"]
+    assert window["mirroring"]["mirror_axes"] == [0, 1, 2] and window["no_mirroring"]["mirror_axes"] == []
+    assert window["mirroring"]["seconds_per_case"] > 0 and window["no_mirroring"]["seconds_per_case"] > 0
