@@ -130,3 +130,14 @@ def test_gpu_check_smoke(tmp_path):
     window = r["sliding_window"]
     assert window["mirroring"]["mirror_axes"] == [0, 1, 2] and window["no_mirroring"]["mirror_axes"] == []
     assert window["mirroring"]["seconds_per_case"] > 0 and window["no_mirroring"]["seconds_per_case"] > 0
+
+
+@pytest.mark.slow
+def test_augmentation_smoke(tmp_path):
+    """benchmarks/bench_augmentation.py at toy size: both loaders, the torch module alone, both trainings."""
+    r = _smoke("bench_augmentation.py", tmp_path)
+    rows = {row["mode"]: row for row in r["loader"]}
+    assert rows["cpu"]["augmented_batches_per_second"] > 0 and rows["gpu"]["loader_alone_batches_per_second"] > 0
+    assert rows["gpu"]["voxels_read_per_sample"] < rows["cpu"]["voxels_read_per_sample"]  # the tight boxes
+    assert r["torch_augmentation_seconds_per_batch"] > 0
+    assert r["end_to_end"]["cpu"]["iters_per_second"] > 0 and r["end_to_end"]["gpu"]["iters_per_second"] > 0
