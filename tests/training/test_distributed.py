@@ -89,3 +89,12 @@ def test_segforge_train_num_gpus_2_on_the_cpu(tmp_path):
     ckpt = torch.load(fold / "checkpoint_final.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["network_state"])
     assert '"processes": 2' in (fold / "training_options.json").read_text()
+    # --continue goes through the relaunch too: both processes resume from rank 0's checkpoint
+    more = [a if a != "2" or i != args.index("--epochs") + 1 else "3" for i, a in enumerate(args)] + ["--continue"]
+    proc = subprocess.run([sys.executable, "-m", "segforge.cli.train", *more], env=env, capture_output=True,
+                          text=True, timeout=800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resuming fold 0 at epoch 2" in proc.stdout and proc.stdout.count("epoch 2/2:") == 1
+    rows = list(csv.DictReader((fold / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert torch.load(fold / "checkpoint_final.pt", weights_only=True)["epoch"] == 2
