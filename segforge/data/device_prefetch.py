@@ -52,7 +52,9 @@ class DevicePrefetcher:
         return batch
 
     def close(self) -> None:
+        # the fetch under way ends first: a batchgenerators loader asked for a batch after its close
+        # would start its workers again
         for future in self.pending:
             future.cancel()
-        self.loader.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.loader.close()
