@@ -47,7 +47,8 @@ DATASET = "Dataset913_GpuCheck"
 LABELS = {"background": 0, "organ": 1, "lesion": 2}
 
 
-def _check_imports() -> None:
+def _refusal(args) -> str | None:
+    """Why this machine cannot run the check (one line), or None."""
     missing = []
     for module in ("SimpleITK", "batchgenerators", "scipy", "skimage"):
         try:
@@ -55,8 +56,14 @@ def _check_imports() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise SystemExit(f"gpu_check: segforge needs {', '.join(missing)} here; carry the wheels "
-                         "(docs/benchmarks.md, 'The GPU check')")
+        return (f"segforge needs {', '.join(missing)} here; carry the wheels (docs/benchmarks.md, "
+                "'The GPU check')")
+    import torch
+
+    if args.device is None and not args.smoke and not torch.cuda.is_available():
+        return ("no CUDA device here; --smoke runs it on the CPU at toy size (--device cpu runs the full size "
+                "on the CPU, for hours)")
+    return None
 
 
 def make_plans(patch, batch_size, features, shape):
@@ -251,7 +258,10 @@ def main(argv=None) -> int:
     if args.smoke:
         args.num_cases, args.shape, args.patch_size, args.batch_size = 4, (24, 48, 48), (16, 32, 32), 2
         args.features, args.workers, args.warmup, args.iters, args.step_iters, args.repeats = [4, 8, 16], 1, 1, 2, 2, 1
-    _check_imports()
+    refusal = _refusal(args)
+    if refusal:
+        print(f"gpu_check: {refusal}", file=sys.stderr)
+        return 2
     out = args.out or args.workdir / "gpu_check.json"
     use_workdir(args.workdir)
 

@@ -141,3 +141,13 @@ def test_augmentation_smoke(tmp_path):
     assert rows["gpu"]["voxels_read_per_sample"] < rows["cpu"]["voxels_read_per_sample"]  # the tight boxes
     assert r["torch_augmentation_seconds_per_batch"] > 0
     assert r["end_to_end"]["cpu"]["iters_per_second"] > 0 and r["end_to_end"]["gpu"]["iters_per_second"] > 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_gpu_check_refuses_a_machine_without_cuda_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--workdir", str(tmp_path / "work")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "gpu_check: no CUDA device here; --smoke runs it on the CPU at toy size (--device cpu runs the full size "
+        "on the CPU, for hours)"]
+    assert not (tmp_path / "work").exists()  # nothing made
