@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from _common import HERE, base_parser, use_workdir, write_result
+from _common import base_parser, remove_pipeline_folders, use_workdir, write_result
 
 EXPERIMENTS = ("mixup", "2.5d", "pseudo")
 
@@ -85,6 +85,8 @@ def main() -> int:
               "num_train": args.num_train, "num_unlabelled": unlabelled, "held_out": held_out,
               "iterations": args.iterations, "optimizer": args.optimizer, "lr": args.lr, "arms": arms}
     write_result(args.out, result, "\n".join(lines))
+    if not args.keep:
+        remove_pipeline_folders(args.workdir)
     return 0
 
 

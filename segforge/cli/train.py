@@ -1,7 +1,7 @@
 """`segforge_train ID FOLD [-c CONFIG] [--epochs N] [--iters-per-epoch N] [--val-iters N] [--max-minutes M]
 [--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
 [--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--logger none|tensorboard|wandb]
-[--mixup none|input|manifold] [--mixup-alpha A]
+[--mixup none|input|manifold] [--mixup-alpha A] [--pseudo-labels DIR [--pseudo-weight W]]
 [--no-progress-bar] [--no-plots] [--validation-only]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "after a random encoder stage (manifold); loss on the soft targets (default none)")
     p.add_argument("--mixup-alpha", type=float, default=0.2,
                    help="mixup weight lam ~ Beta(alpha, alpha) (default 0.2: mostly mild mixing)")
+    p.add_argument("--pseudo-labels", default=None, metavar="DIR",
+                   help="self-distillation: a segforge_predict output folder (unlabelled scans predicted by a segforge "
+                   "model); its cases join the training cases of every fold, never validation; probabilities "
+                   "saved with --save-probabilities become soft targets")
+    p.add_argument("--pseudo-weight", type=float, default=1.0,
+                   help="a pseudo-labelled case is drawn this many times as often as a labelled one (default 1)")
     p.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no per-epoch progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false",
                    help="draw no pictures (progress.png, validation and locator pictures)")
@@ -109,7 +115,8 @@ def main(argv=None) -> int:
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
             max_minutes=args.max_minutes, patience=args.patience, seed=args.seed, deterministic=args.deterministic,
             optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, logger=args.logger,
-            mixup=args.mixup, mixup_alpha=args.mixup_alpha,
+            mixup=args.mixup, mixup_alpha=args.mixup_alpha, pseudo_labels=args.pseudo_labels,
+            pseudo_weight=args.pseudo_weight,
             progress_bar=args.progress_bar, plots=args.plots, augment_on=args.augment_on, compile=args.compile)
         if args.num_gpus > 1 and not under_launcher():
             return relaunch(plans, args, argv, device)

@@ -155,11 +155,21 @@ class _UnfoldSlices(AbstractTransform):
 
 
 class FinalizeBatch(AbstractTransform):
-    """``data`` -> contiguous float32, ``seg`` -> int16 under the key ``target`` (numpy, cheap to send)."""
+    """``data`` -> contiguous float32, ``seg`` -> int16 under the key ``target`` (numpy, cheap to send).
+
+    A ``seg`` with more than one channel holds labels then class probabilities (pseudo-labels):
+    the probabilities go to ``soft`` (float16 ``(B, K, ...)``); where the spatial transform padded
+    (all of them 0) they are background, like the labels there."""
 
     def __call__(self, **batch):
         batch["data"] = np.ascontiguousarray(batch["data"], dtype=np.float32)
-        batch["target"] = np.ascontiguousarray(np.rint(batch.pop("seg")), dtype=np.int16)
+        seg = batch.pop("seg")
+        if seg.shape[1] > 1:
+            soft = np.asarray(seg[:, 1:], dtype=np.float32)
+            soft[:, 0] += soft.sum(1) <= 0
+            batch["soft"] = np.ascontiguousarray(soft, dtype=np.float16)
+            seg = seg[:, :1]
+        batch["target"] = np.ascontiguousarray(np.rint(seg), dtype=np.int16)
         return batch
 
 

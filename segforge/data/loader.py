@@ -4,7 +4,8 @@
 starts worker *processes*; batches come back in a fixed round-robin order, so a seeded
 stream is reproducible) or, with ``num_workers=0``, runs everything in this process.
 Every item is ``{"data": (B, C, *patch) float32 tensor, "target": (B, 1, *patch) int16
-tensor, "keys": [case, ...]}``.
+tensor, "keys": [case, ...]}`` (and ``"soft": (B, K, *patch)`` float16 class probabilities when the
+sampler adds them: pseudo-labelled cases with saved probabilities).
 
 Training batches draw from the process-global ``np.random`` (seeded per worker); validation
 batch ``i`` is a pure function of ``(seed, i mod num_batches)``, so every epoch validates
@@ -113,7 +114,9 @@ class BatchLoader:
 
     def __next__(self) -> dict:
         batch = next(self.augmenter)
-        for key in ("data", "target"):
+        for key in ("data", "target", "soft"):
+            if key not in batch:
+                continue
             t = torch.from_numpy(batch[key])
             batch[key] = t.pin_memory() if self.pin_memory else t
         return batch

@@ -10,6 +10,10 @@ patch. Where the patch leaves the image, data and labels are padded with zeros.
 ``sample_size`` may exceed ``patch_size``: spatial augmentation then rotates/scales the
 larger region and centre-crops ``patch_size`` (the patch is placed by its centre crop).
 
+``case_weights`` makes some cases likelier than others (pseudo-labelled cases, ``--pseudo-weight``);
+``soft_classes`` adds class probabilities to the labels (``seg`` ``(B, 1 + K, ...)``: labels, then
+probabilities), which the augmentation carries along and ``FinalizeBatch`` puts under ``soft``.
+
 2D configurations (``patch_size`` of length 2) first pick a slice ``z`` (one holding the
 class for foreground patches), then a ``(y, x)`` patch in it; with ``input_slices = k`` (``2.5d``)
 the data of the patch are slices ``z - k//2 .. z + k//2`` stacked as channels
@@ -49,31 +53,44 @@ class CaseStore:
     """Opens preprocessed cases as read-only memory maps; keeps a few cases' properties cached.
 
     Memory maps are opened per call (cheap, and no file handle stays open); the cache is
-    not carried into worker processes.
+    not carried into worker processes. ``elsewhere`` maps case keys to cases in other folders
+    (``{key: folder / name}``; the pseudo-labelled cases of ``--pseudo-labels``).
     """
 
-    def __init__(self, folder: str | Path, cache_size: int = 128):
+    def __init__(self, folder: str | Path, cache_size: int = 128, elsewhere: dict[str, Path] | None = None):
         self.folder = Path(folder)
         self.cache_size = cache_size
+        self.elsewhere = {k: Path(v) for k, v in (elsewhere or {}).items()}
         self._cache: OrderedDict[str, dict] = OrderedDict()
 
     def __getstate__(self):
-        return {"folder": self.folder, "cache_size": self.cache_size, "_cache": OrderedDict()}
+        return {"folder": self.folder, "cache_size": self.cache_size, "elsewhere": self.elsewhere,
+                "_cache": OrderedDict()}
+
+    def file(self, case: str, suffix: str) -> Path:
+        """``CASE<suffix>`` of case key ``case`` (in ``folder``, or where ``elsewhere`` says)."""
+        where = self.elsewhere.get(case)
+        return where.with_name(where.name + suffix) if where is not None else self.folder / f"{case}{suffix}"
 
     def data(self, case: str) -> np.ndarray:
         """(C, z, y, x) float32, memory-mapped."""
-        return _load(self.folder / f"{case}.npy")
+        return _load(self.file(case, ".npy"))
 
     def seg(self, case: str) -> np.ndarray:
         """(z, y, x) int16, memory-mapped."""
-        return _load(self.folder / f"{case}_seg.npy")
+        return _load(self.file(case, "_seg.npy"))
+
+    def soft(self, case: str) -> np.ndarray | None:
+        """(K, z, y, x) float16 class probabilities (a pseudo-labelled case's), memory-mapped; None without."""
+        path = self.file(case, "_soft.npy")
+        return _load(path) if path.is_file() else None
 
     def properties(self, case: str) -> dict:
         """The case's JSON with ``class_locations`` turned into ``{label: (n, 3) int array}`` (empty ones dropped)."""
         if case in self._cache:
             self._cache.move_to_end(case)
             return self._cache[case]
-        path = self.folder / f"{case}.json"
+        path = self.file(case, ".json")
         try:
             props = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -132,7 +149,8 @@ class PatchSampler:
     """
 
     def __init__(self, store: CaseStore, cases: list[str], patch_size, batch_size: int,
-                 sample_size=None, oversample_foreground: float = FOREGROUND_FRACTION, input_slices: int = 1):
+                 sample_size=None, oversample_foreground: float = FOREGROUND_FRACTION, input_slices: int = 1,
+                 case_weights=None, soft_classes: int | None = None):
         if not cases:
             raise InputError("no cases to sample patches from", store.folder)
         self.store = store
@@ -147,11 +165,18 @@ class PatchSampler:
         self.input_slices = int(input_slices)
         if self.input_slices > 1 and self.dims != 2:
             raise ValueError(f"input_slices {self.input_slices} stacks slices for 2D patches, not {self.dims}D ones")
+        self.case_probabilities = None
+        if case_weights is not None:
+            w = np.asarray(case_weights, dtype=np.float64)
+            if w.shape != (len(self.cases),) or np.any(w < 0) or w.sum() <= 0:
+                raise ValueError(f"case_weights needs one weight >= 0 per case ({len(self.cases)}), not all 0")
+            self.case_probabilities = w / w.sum()
+        self.soft_classes = soft_classes
 
     def sample_batch(self, rng=np.random) -> dict:
         data, seg, keys = [], [], []
         for _ in range(self.batch_size):
-            case = self.cases[rng.randint(len(self.cases))]
+            case = self.choose_case(rng)
             force_fg = rng.uniform() < self.oversample_foreground
             d, s = self.sample_patch(case, force_fg, rng)
             data.append(d)
@@ -159,10 +184,21 @@ class PatchSampler:
             keys.append(case)
         return {"data": np.stack(data), "seg": np.stack(seg), "keys": keys}
 
+    def choose_case(self, rng) -> str:
+        """A case drawn uniformly, or by ``case_weights``."""
+        if self.case_probabilities is None:
+            return self.cases[rng.randint(len(self.cases))]
+        return self.cases[rng.choice(len(self.cases), p=self.case_probabilities)]
+
     def sample_patch(self, case: str, force_fg: bool, rng) -> tuple[np.ndarray, np.ndarray]:
-        """One patch of ``case``: data (C, *sample_size) float32, seg (1, *sample_size) int16."""
+        """One patch of ``case``: data (C, *sample_size) float32, seg (1, *sample_size) int16; with
+        ``soft_classes`` K, seg is (1 + K, *sample_size) float32: the labels, then the case's class
+        probabilities (:meth:`read_soft`)."""
         z, lower = self.choose_location(case, force_fg, rng)
-        return self.read(case, z, lower, self.sample_size)
+        d, s = self.read(case, z, lower, self.sample_size)
+        if not self.soft_classes:
+            return d, s
+        return d, np.concatenate([s.astype(np.float32), self.read_soft(case, z, lower, self.sample_size, s[0])])
 
     def choose_location(self, case: str, force_fg: bool, rng) -> tuple[int | None, np.ndarray]:
         """``(slice z or None for 3D, lower corner of the sample_size region)`` of one patch of ``case``."""
@@ -185,6 +221,17 @@ class PatchSampler:
         d = read_region(image, lower, size)
         s = read_region(labels, lower, size)
         return np.asarray(d, dtype=image_dtype), np.asarray(s, dtype=label_dtype)[None]
+
+    def read_soft(self, case: str, z: int | None, lower, size, labels: np.ndarray) -> np.ndarray:
+        """``(K, *size)`` float32 class probabilities of ``case`` where :meth:`read` read ``labels``: its
+        ``_soft.npy`` (a pseudo-labelled case's; 0 outside the image), else ``labels`` one-hot."""
+        soft = self.store.soft(case)
+        if soft is None:
+            return (np.arange(self.soft_classes).reshape(-1, *[1] * labels.ndim) == labels[None]).astype(np.float32)
+        if soft.shape[0] != self.soft_classes:
+            raise InputError(f"{soft.shape[0]} class probabilities, the dataset has {self.soft_classes} classes",
+                             self.store.file(case, "_soft.npy"))
+        return np.asarray(read_region(soft if z is None else soft[:, z], lower, size), dtype=np.float32)
 
     def _choose_slice(self, n_slices: int, props: dict | None, rng):
         """2D: a slice and (for foreground patches) the in-plane point to contain."""

@@ -13,6 +13,11 @@ as float16 (z-scored intensities keep 3 significant digits), labels as uint8 (in
     {"data": (sum C * box voxels,) float16, "target": (sum box voxels,) uint8,
      "box_sizes": (B, D) int64, "augmentation": AugmentationParameters, "keys": [case, ...]}
 
+With a sampler of ``soft_classes`` K (pseudo-labels with probabilities) each label box has
+``1 + K`` channels, the labels then :meth:`PatchSampler.read_soft`'s probabilities (give
+``labels=np.float16``: labels stay exact below 2048); the spatial transform moves all of them
+alike (nearest neighbour).
+
 :func:`segforge.data.batch_augmentation.unpack_boxes` splits the buffers on the device.
 """
 
@@ -65,7 +70,7 @@ class RegionBatches:
         s = self.sampler
         picks = []
         for _ in range(s.batch_size):
-            case = s.cases[rng.randint(len(s.cases))]
+            case = s.choose_case(rng)  # uniform, or by the sampler's case weights (--pseudo-labels)
             force_fg = rng.uniform() < s.oversample_foreground
             picks.append((case, *s.choose_location(case, force_fg, rng)))
         params = self.augmentation.draw(rng, s.batch_size, self.channels)
@@ -73,6 +78,8 @@ class RegionBatches:
         for b, (case, z, patch_lower) in enumerate(picks):
             lower, size = self.augmentation.source_box(params, b)
             d, t = s.read(case, z, patch_lower + lower, size, image_dtype=self.images, label_dtype=self.labels)
+            if s.soft_classes:  # labels then class probabilities (pseudo-labels), one box of 1 + K channels
+                t = np.concatenate([t, s.read_soft(case, z, patch_lower + lower, size, t[0]).astype(self.labels)])
             data.append(d.ravel())
             target.append(t.ravel())
             sizes.append(size)

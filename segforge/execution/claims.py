@@ -38,7 +38,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["FolderClaim", "RUNS_DIR", "remove_temporaries"]
+__all__ = ["FolderClaim", "RUNS_DIR", "remove_temporaries", "LockFile"]
 
 RUNS_DIR = ".segforge-runs"
 CLAIM_SUFFIX = ".claim"
@@ -211,3 +211,6 @@ class _Mutex:
 
     def __exit__(self, *exc):
         self.handle.close()
+
+
+LockFile = _Mutex  # a short blocking lock on a file (also: concurrent --part runs updating OUT/predictions.json)

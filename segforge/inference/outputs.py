@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from segforge.errors import InputError
+from segforge.execution.claims import LockFile
 from segforge.inference.export import probability_files
 from segforge.inference.inputs import InputCase, check_output_folder, output_file
-from segforge.io.atomic import check_writable_folder, remove_stale_temporaries
+from segforge.io.atomic import check_writable_folder, remove_stale_temporaries, write_json_atomic
 from segforge.io.image import read_geometry, read_label
+from segforge.preprocessing.pseudo_labels import MANIFEST_FILE  # the reader of the manifest written here
 
-__all__ = ["prepare_output_folder", "output_problem"]
+__all__ = ["prepare_output_folder", "output_problem", "write_prediction_manifest", "MANIFEST_FILE"]
 
 
 def prepare_output_folder(input_path: str | os.PathLike, output_folder: str | os.PathLike,
@@ -77,3 +79,35 @@ def output_problem(case: InputCase, output_folder: str | os.PathLike, save_proba
 def _reason(exc: InputError) -> str:
     text = str(exc)
     return text.split(": ", 1)[1] if exc.path and text.startswith(f"{exc.path}: ") else text
+
+
+def write_prediction_manifest(output_folder: str | os.PathLike, model_folder: str | os.PathLike, configuration: str,
+                              labels: dict[str, int], cases: list[InputCase], written: list[str]) -> Path:
+    """``OUTPUT/predictions.json``: which images each label file in the folder was predicted from, by which
+    model; what ``segforge_train --pseudo-labels OUTPUT`` reads. ``written``: names of the cases whose
+    outputs are complete (predicted now or found complete); a case of an earlier run in the same folder
+    is kept."""
+    folder = Path(output_folder)
+    path = folder / MANIFEST_FILE
+    by_name = {case.name: case for case in cases}
+    with LockFile(folder / f".{MANIFEST_FILE}.lock") as lock:  # --part runs may update it together
+        entries = {}
+        if path.is_file():
+            try:
+                entries = {c["case"]: c for c in json.loads(path.read_text()).get("cases", [])}
+            except (OSError, ValueError, TypeError, KeyError):
+                entries = {}
+        for name in written:
+            case = by_name[name]
+            target = output_file(case, folder)
+            npy, _ = probability_files(target)
+            entries[name] = {"case": name, "images": [str(Path(s).absolute()) for s in case.sources],
+                             "is_dicom": case.is_dicom, "series_uids": list(case.series_uids),
+                             "labels": target.name, "probabilities": npy.name if npy.is_file() else None}
+        write_json_atomic(path, {
+            "format": "segforge-predictions", "model_folder": str(Path(model_folder).absolute()),
+            "configuration": configuration, "labels": dict(labels),
+            "why": "written by segforge_predict: each label file with the image(s) it was predicted from",
+            "cases": [entries[k] for k in sorted(entries)]})
+        lock.remove()
+    return path

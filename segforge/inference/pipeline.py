@@ -20,7 +20,7 @@ from typing import Callable
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, TaskOutcome, run_cases
 from segforge.inference.export import write_prediction
 from segforge.inference.inputs import InputCase, output_file, read_case
-from segforge.inference.outputs import output_problem
+from segforge.inference.outputs import output_problem, write_prediction_manifest
 from segforge.io.atomic import check_writable_folder
 from segforge.inference.predictor import Predictor
 
@@ -102,7 +102,8 @@ def predict_cases(
 
     ``execution``: executor, workers, GPUs and part (default: this process with ``predictor``);
     other workers build their own predictor like ``predictor`` (:class:`PredictorSpec`).
-    With a part, only that part's cases are reported.
+    With a part, only that part's cases are reported. ``output_folder/predictions.json`` records the
+    image(s) of every complete label file (:func:`~segforge.inference.outputs.write_prediction_manifest`).
     """
     output_folder = check_writable_folder(output_folder)
     execution = execution or ExecutionSettings(workers=1)
@@ -132,6 +133,12 @@ def predict_cases(
 
     summary = run_cases(stage, tasks, execution, is_done=is_done if skip_existing else None, output_folder=output_folder, progress=progress,
                         log=None, on_outcome=report)
+    complete = [o.name for o in summary.outcomes if o.status in ("done", "skipped")
+                and output_file(by_name[o.name], output_folder).suffix != ".dcm"]
+    model = getattr(predictor, "model", None)  # None: a stand-in predictor without a model folder
+    if complete and model is not None:  # which images each label file was predicted from: what --pseudo-labels reads
+        write_prediction_manifest(output_folder, model.path, model.configuration.name, model.plans.labels, cases,
+                                  complete)
     reports = []
     for outcome in summary.outcomes:
         target = output_file(by_name[outcome.name], output_folder)

@@ -66,8 +66,9 @@ class CascadePatchSampler(PatchSampler):
     """Patches that lie inside a ``crop_size`` box around the jittered true centroid."""
 
     def __init__(self, store, cases, patch_size, batch_size, crop_size, jitter_std_voxels, sample_size=None,
-                 oversample_foreground=None):
-        kwargs = {} if oversample_foreground is None else {"oversample_foreground": oversample_foreground}
+                 oversample_foreground=None, **kwargs):
+        if oversample_foreground is not None:
+            kwargs["oversample_foreground"] = oversample_foreground
         super().__init__(store, cases, patch_size, batch_size, sample_size=sample_size, **kwargs)
         if self.dims != 3:
             raise InputError("the cascade segmenter needs a 3D configuration")
@@ -121,13 +122,15 @@ class CascadeSegmentationTrainer(SegmentationTrainer):
         self.log(f"cascade crops {self.configuration.cascade.crop_size}, centre jitter std "
                  f"{', '.join(f'{v:.2f}' for v in self.jitter['std_zyx_mm'])} mm (z, y, x) from {self.jitter['source']}")
 
-    def _sampler(self, cases, batch_size: int, sample_size=None) -> CascadePatchSampler:
+    def _sampler(self, cases, batch_size: int, sample_size=None, **kwargs) -> CascadePatchSampler:
         return CascadePatchSampler(self.store, cases, self.configuration.patch_size, batch_size,
                                    self.configuration.cascade.crop_size, self.jitter["std_zyx_voxels"],
-                                   sample_size=sample_size)
+                                   sample_size=sample_size, **kwargs)
 
     def build_training_sampler(self) -> PatchSampler:
-        return self._sampler(self.train_cases, self.batch_size, self.training_sample_size())
+        cases, weights = self.training_cases()  # with the pseudo-labelled ones (--pseudo-labels)
+        return self._sampler(cases, self.batch_size, self.training_sample_size(), case_weights=weights,
+                             soft_classes=self.soft_classes)
 
     def build_validation_sampler(self) -> PatchSampler:
         return self._sampler(self.val_cases, self.configuration.batch_size)

@@ -75,6 +75,8 @@ class LocatorTrainer(Trainer):
         "val_plot_every": "the locator draws its validation cases once, after training",
         "mixup": "a mixture of two heatmap targets has two peaks, not a centroid to locate",
         "mixup_alpha": "the locator does not mix samples (--mixup)",
+        "pseudo_labels": "the locator learns centroids from true labels only",
+        "pseudo_weight": "the locator takes no pseudo-labelled cases (--pseudo-labels)",
     }
 
     def check_configuration(self) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "deep_supervision_scales",
     "downsample_target",
     "in_graph",
+    "downsample_probabilities",
     "heatmap_mse_loss",
     "relative_heatmap_mse",
     "heatmap_kl_loss",
@@ -191,6 +192,19 @@ def downsample_target(target: torch.Tensor, scales: Sequence[Sequence[int]]) -> 
                 raise ValueError(f"target shape {list(x.shape[2:])} is not divisible by the scale {list(factors)}")
             y = pool(x.float(), kernel_size=factors, stride=factors).to(target.dtype)
         outputs.append(y if had_channel else y[:, 0])
+    return outputs
+
+
+def downsample_probabilities(target: torch.Tensor, scales: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Soft targets ``(B, K, *s)`` at each deep-supervision scale, full resolution first: the mean of
+    each ``factor``-sized block (class probabilities stay probabilities)."""
+    pool = F.avg_pool2d if target.ndim == 4 else F.avg_pool3d
+    outputs = []
+    for factors in scales:
+        factors = tuple(int(f) for f in factors)
+        if len(factors) != target.ndim - 2:
+            raise ValueError(f"scale {list(factors)} does not match a target of {target.ndim - 2} spatial axes")
+        outputs.append(target if all(f == 1 for f in factors) else pool(target.float(), factors, factors))
     return outputs
 
 

@@ -66,5 +66,7 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def mixed_targets(labels: torch.Tensor, num_classes: int, draw: MixupDraw) -> torch.Tensor:
-    """The soft target ``(B, K, *s)`` of a mixed batch: the same mixture of the one-hot label maps."""
-    return mix(one_hot(labels, num_classes), draw)
+    """The soft target ``(B, K, *s)`` of a mixed batch: the same mixture of the one-hot label maps
+    (of the class probabilities, when ``labels`` already are ``(B, K, *s)`` floats)."""
+    soft = labels.is_floating_point() and labels.ndim >= 2 and labels.shape[1] == num_classes > 1
+    return mix(labels.float() if soft else one_hot(labels, num_classes), draw)

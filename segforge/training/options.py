@@ -37,7 +37,10 @@ class TrainingOptions:
     ``augment_on`` None = ``gpu`` on CUDA, ``cpu`` elsewhere (:func:`augment_on`); ``compile`` None
     = on CUDA, off elsewhere (:func:`compile_network`).
     ``mixup``: ``"input"`` or ``"manifold"`` mixup of the training batches with
-    ``lam ~ Beta(mixup_alpha, mixup_alpha)`` (:mod:`segforge.training.mixup`).
+    ``lam ~ Beta(mixup_alpha, mixup_alpha)`` (:mod:`segforge.training.mixup`). ``pseudo_labels``:
+    a ``segforge_predict`` output folder whose cases (images + predicted labels, probabilities when
+    saved) join the training cases of every fold, never the validation ones; each is drawn
+    ``pseudo_weight`` times as often as a labelled case (:mod:`segforge.preprocessing.pseudo_labels`).
     """
 
     epochs: int = 1000
@@ -63,6 +66,8 @@ class TrainingOptions:
     compile: bool | None = None  # torch.compile the network's training and validation steps
     mixup: str = "none"  # "input" or "manifold" (segforge.training.mixup); "none": no mixup
     mixup_alpha: float = 0.2  # lam ~ Beta(alpha, alpha)
+    pseudo_labels: str | None = None  # a segforge_predict output folder: its cases join every fold's training set
+    pseudo_weight: float = 1.0  # a pseudo-labelled case is drawn this many times as often as a labelled one
 
     def __post_init__(self):
         for name in ("epochs", "iters_per_epoch", "val_iters"):
@@ -85,6 +90,10 @@ class TrainingOptions:
             raise InputError(f"--mixup must be one of {', '.join(MIXUP_MODES)}, got {self.mixup!r}")
         if not (math.isfinite(self.mixup_alpha) and self.mixup_alpha > 0):
             raise InputError(f"--mixup-alpha must be a positive number (Beta(alpha, alpha)), got {self.mixup_alpha}")
+        if not (math.isfinite(self.pseudo_weight) and self.pseudo_weight > 0):
+            raise InputError(f"--pseudo-weight must be a positive number, got {self.pseudo_weight}")
+        if self.pseudo_labels is not None:
+            self.pseudo_labels = str(self.pseudo_labels)
         if self.num_workers is not None and self.num_workers < 0:
             raise InputError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if self.augment_on not in (None, *AUGMENT_ON):

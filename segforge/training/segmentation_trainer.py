@@ -39,9 +39,16 @@ from segforge.data.batch_augmentation import BatchAugmentation, unpack_boxes
 from segforge.data.region_batches import RegionBatches, label_dtype
 from segforge.errors import InputError
 from segforge.networks import build_network
+from segforge.preprocessing.pseudo_labels import PSEUDO_PREFIX, prepare_pseudo_labelled_cases
 from segforge.training import plots
 from segforge.training.distributed import sum_across_ranks
-from segforge.training.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_scales, downsample_target
+from segforge.training.losses import (
+    DeepSupervisionLoss,
+    DiceCELoss,
+    deep_supervision_scales,
+    downsample_probabilities,
+    downsample_target,
+)
 from segforge.training.mixup import draw_mixup, mix, mixed_targets
 from segforge.training.progress_log import TrainingLog
 from segforge.training.trainer import Trainer
@@ -83,13 +90,37 @@ class SegmentationTrainer(Trainer):
         dice_ce = DiceCELoss(sum_terms=sum_across_ranks, ce_scale=share) if self.dist.enabled else DiceCELoss()
         self.train_loss_fn = DeepSupervisionLoss(dice_ce, keep_all_outputs=self.dist.enabled)
         self.val_loss_fn = DiceCELoss()
-        self.store = CaseStore(self.data_folder)
+        self.pseudo_cases: list[str] = []  # keys of the pseudo-labelled training cases (--pseudo-labels)
+        self.soft_classes = None  # K when the batches carry class probabilities (pseudo-labels saved with them)
+        elsewhere = {}
+        if self.options.pseudo_labels:
+            folder, names = self._prepare_pseudo_labels()
+            elsewhere = {PSEUDO_PREFIX + n: folder / n for n in names}
+            self.pseudo_cases = sorted(elsewhere)
+            if any((folder / f"{n}_soft.npy").is_file() for n in names):
+                self.soft_classes = self.num_classes
+            self.log(f"{len(names)} pseudo-labelled training case(s) from {self.options.pseudo_labels} (weight "
+                     f"{self.options.pseudo_weight:g}, "
+                     f"{'soft targets from their probabilities' if self.soft_classes else 'their predicted labels'})")
+        self.store = CaseStore(self.data_folder, elsewhere=elsewhere)
         self.batch_augmentation = (BatchAugmentation(self.configuration.patch_size, self.options.augmentation)
                                    if self.augment_on == "gpu" else None)
         self.last_mixup = None  # the latest batch's mixup draw (segforge.training.mixup)
         if self.options.mixup == "manifold" and not getattr(self.plain_network, "mixes_features", False):
             raise InputError(f"--mixup manifold needs a network that mixes its encoder features (the U-Net does); "
                              f"{self.configuration.network.name!r} does not: use --mixup input")
+
+    def _prepare_pseudo_labels(self):
+        """Preprocess the --pseudo-labels cases (rank 0 first in a distributed run; the others then find them done)."""
+        def prepare():
+            return prepare_pseudo_labelled_cases(self.options.pseudo_labels, self.configuration, self.plans.labels,
+                                                 self.preprocessed_dir, log=self.log)
+        if self.dist.is_main:
+            prepared = prepare()
+            self.dist.barrier()
+            return prepared
+        self.dist.barrier()
+        return prepare()
 
     def build_network(self) -> torch.nn.Module:
         return build_network(self.configuration, self.plans.num_channels, self.num_classes)
@@ -100,11 +131,20 @@ class SegmentationTrainer(Trainer):
         patch = list(self.configuration.patch_size)
         return patch if self.augment_on == "gpu" else sample_region_size(patch, self.options.augmentation)
 
+    def training_cases(self) -> tuple[list[str], list[float] | None]:
+        """The fold's training cases and the pseudo-labelled ones, with their sampling weights (None: all alike)."""
+        if not self.pseudo_cases:
+            return list(self.train_cases), None
+        cases = list(self.train_cases) + self.pseudo_cases
+        return cases, [1.0] * len(self.train_cases) + [self.options.pseudo_weight] * len(self.pseudo_cases)
+
     def build_training_sampler(self) -> PatchSampler:
-        """Random patches (1/3 around foreground) at :meth:`training_sample_size`."""
-        return PatchSampler(self.store, self.train_cases, self.configuration.patch_size, self.batch_size,
-                            sample_size=self.training_sample_size(),
-                            input_slices=self.configuration.input_slices)
+        """Random patches (1/3 around foreground) at :meth:`training_sample_size`, from the fold's training
+        cases and the pseudo-labelled ones."""
+        cases, weights = self.training_cases()
+        return PatchSampler(self.store, cases, self.configuration.patch_size, self.batch_size,
+                            sample_size=self.training_sample_size(), input_slices=self.configuration.input_slices,
+                            case_weights=weights, soft_classes=self.soft_classes)
 
     def build_validation_sampler(self) -> PatchSampler:
         return PatchSampler(self.store, self.val_cases, self.configuration.patch_size, self.configuration.batch_size,
@@ -120,8 +160,9 @@ class SegmentationTrainer(Trainer):
         n = self.num_workers
         seeds = worker_seeds(self.options.seed, self.start_epoch, n, 0, self.dist.rank)
         if self.batch_augmentation is not None:
+            labels = np.float16 if self.soft_classes else label_dtype(self.num_classes)  # float16: + probabilities
             batches = RegionBatches(self.build_training_sampler(), self.batch_augmentation, self.input_channels,
-                                    labels=label_dtype(self.num_classes))
+                                    labels=labels)
             loader = make_loader(batches, None, n, seeds, pin)
         else:
             loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n, seeds,
@@ -154,16 +195,24 @@ class SegmentationTrainer(Trainer):
         batch = super().prepare_batch(batch)
         if "augmentation" not in batch:
             return batch
-        channels = self.input_channels
-        boxes = unpack_boxes(batch["data"], batch["box_sizes"], channels)
-        labels = unpack_boxes(batch["target"], batch["box_sizes"], 1)
+        boxes = unpack_boxes(batch["data"], batch["box_sizes"], self.input_channels)
+        labels = unpack_boxes(batch["target"], batch["box_sizes"], 1 + (self.soft_classes or 0))
         data, target = self.batch_augmentation(boxes, labels, batch["augmentation"])
-        return {"data": data, "target": target, "keys": batch["keys"], "augmentation": batch["augmentation"]}
+        out = {"data": data, "target": target, "keys": batch["keys"], "augmentation": batch["augmentation"]}
+        if self.soft_classes:  # labels, then probabilities; outside the image (all 0) background, like the labels
+            soft = target[:, 1:].float()
+            soft[:, :1] += (soft.sum(1, keepdim=True) <= 0).float()
+            out["target"], out["soft"] = target[:, :1].round().to(torch.int16), soft
+        return out
 
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...);
-        with ``--mixup``, of the mixed batch against the mixed one-hot targets (soft)."""
-        targets = downsample_target(batch["target"], self.scales)
+        """Deep-supervision Dice + CE of the training outputs (full resolution first) against ``target`` (B, 1, ...)
+        or, with pseudo-labels' probabilities, ``soft`` (B, K, ...); with ``--mixup``, of the mixed batch
+        against the mixed one-hot targets (soft)."""
+        if "soft" in batch:  # class probabilities of pseudo-labelled cases (one-hot for the others)
+            targets = downsample_probabilities(batch["soft"].float(), self.scales)
+        else:
+            targets = downsample_target(batch["target"], self.scales)
         mode = self.options.mixup
         if mode == "none":
             return self.train_loss_fn(self.network(batch["data"]), targets)

@@ -16,7 +16,8 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = ["bench_preprocessing.py", "bench_dataloader.py", "bench_training.py", "bench_inference.py",
-           "bench_window.py", "inference_levers.py", "gpu_check.py", "bench_augmentation.py"]
+           "bench_window.py", "inference_levers.py", "gpu_check.py", "bench_augmentation.py",
+           "extras_effect.py"]
 
 
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -151,3 +152,12 @@ def test_gpu_check_refuses_a_machine_without_cuda_in_one_line(tmp_path):
         "gpu_check: no CUDA device here; --smoke runs it on the CPU at toy size (--device cpu runs the full size "
         "on the CPU, for hours)"]
     assert not (tmp_path / "work").exists()  # nothing made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["mixup", "pseudo"])
+def test_extras_effect_smoke(experiment, tmp_path):
+    result = _smoke("extras_effect.py", tmp_path, experiment)
+    arms = {"mixup": {"mixup none", "mixup input", "mixup manifold"},
+            "pseudo": {"labelled only", "labelled + pseudo-labelled"}}[experiment]
+    assert set(result["arms"]) == arms

@@ -168,7 +168,8 @@ def test_time_budget_stops_the_locator_and_ends_its_learning_rate(dataset):
 
 
 @pytest.mark.parametrize("option, value", [("ema_momentum", 0.5), ("val_plot_every", 2), ("mixup", "input"),
-                                           ("mixup_alpha", 1.0)])
+                                           ("mixup_alpha", 1.0), ("pseudo_labels", "predictions/"),
+                                           ("pseudo_weight", 2.0)])
 def test_options_the_locator_cannot_honour_are_refused(dataset, option, value):
     with pytest.raises(InputError, match=f"LocatorTrainer cannot honour the option '{option}'") as info:
         locator(dataset, **{option: value})
