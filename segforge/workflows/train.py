@@ -68,6 +68,9 @@ def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, 
             group.barrier()  # what rank 0 wrote (checkpoints, locator_validation.json) is there for all
     finally:
         group.close()
+    if options.max_minutes is not None:
+        log(f"training and final checkpoint{'s of all stages' if len(steps) > 1 else ''}: "
+            f"{(time.monotonic() - started) / 60:.2f} minutes (budget {options.max_minutes:g})")
     if validate and group.is_main and configuration_kind(plans.configuration(steps[-1][1])) != "locator":
         start = time.monotonic()
         validate_trained_fold(folders[-1].parent, fold, group.device(resolve_device(device)), log)

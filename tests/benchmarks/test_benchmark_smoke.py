@@ -161,3 +161,35 @@ def test_extras_effect_smoke(experiment, tmp_path):
     arms = {"mixup": {"mixup none", "mixup input", "mixup manifold"},
             "pseudo": {"labelled only", "labelled + pseudo-labelled"}}[experiment]
     assert set(result["arms"]) == arms
+
+
+def test_budget_honoured_reads_the_training_log():
+    """A cascade's log: 2 stages, 30 + 250 s of training for a 5-minute budget, 1.2 s per iteration at most."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from budget_honoured import judge, parse_training_log
+
+    log = "\n".join([
+        "training locator (locator) for 1.00 of 5 minutes: the locator gets ...",
+        "plan locator: patch 32x32x32, batch 2, U-Net 8->64 features in 4 stages; made for cpu (x), 0.1 GB",
+        "time budget 1 minutes: 0.5 s per iteration measured -> about 100 iterations in 20 epochs",
+        "training: 100 iterations in 0.50 of 1 minutes; then the final checkpoint and pictures in 2.0 s",
+        "time budget 4.08 minutes: 1.2 s per iteration measured -> about 200 iterations in 30 epochs",
+        "training: 200 iterations in 4.17 of 4.08 minutes; then the final checkpoint and pictures in 1.0 s",
+        "training and final checkpoints of all stages: 4.80 minutes (budget 5)",
+        "fold validation: 12.5 s (after the training budget)",
+    ])
+    parsed = parse_training_log(log)
+    assert [s["iterations"] for s in parsed["stages"]] == [100, 200]
+    assert [s["seconds_per_iteration"] for s in parsed["stages"]] == [0.5, 1.2]
+    assert parsed["workflow_minutes"] == 4.8 and parsed["fold_validation_seconds"] == 12.5
+    verdict = judge(parsed, 5.0)
+    # 30 + 250.2 = 280.2 s <= 300 + 1.2 (+ rounding); the workflow 288 s <= 300 + 1.2 + 3 s of checkpoints
+    assert verdict["honoured"] and verdict["training_seconds"] == 280.2 and verdict["over_budget_seconds"] == -12.0
+    assert not judge(parse_training_log(log.replace("4.80 minutes", "5.20 minutes")), 5.0)["honoured"]  # 312 s
+
+
+@pytest.mark.slow
+def test_budget_honoured_smoke(tmp_path):
+    result = _smoke("budget_honoured.py", tmp_path)
+    (run,) = result["runs"]
+    assert run["returncode"] == 0 and run["stages"] and run["plan_lines"] and "honoured" in run
