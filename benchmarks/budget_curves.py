@@ -171,13 +171,13 @@ class CurveRun:
         from segforge.training import SegmentationTrainer, TrainingOptions
 
         options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, num_workers=args.num_workers,
-                                  cpu_threads=args.threads, progress_bar=False, validate_after_training=False,
-                                  seed=args.seed)
+                                  cpu_threads=args.threads, progress_bar=False, plots=False, seed=args.seed)
         self.trainer = SegmentationTrainer(plans, name, 0, output_folder=run_folder / f"SegmentationTrainer__{name}"
                                            / "fold_0", device="cpu", options=options, log=lambda line: None)
         self.trainer.initialize()
-        self.trainer._write_model_folder_files()
-        self.trainer._start_loaders()
+        self.trainer.write_model_folder_files()
+        self.trainer.wrap_network()
+        self.trainer.train_loader = self.trainer.make_training_loader()
         params = self.trainer.network.parameters()
         if optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
@@ -201,10 +201,10 @@ class CurveRun:
         t = self.trainer
         self.set_lr(lr)
         start = time.perf_counter()
-        batch = next(t.train_loader)
-        data, target = t._to_device(batch)
+        batch = t.prepare_batch(next(t.train_loader))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = t.compute_loss(t.network(data), target)
+        with t.autocast():
+            loss = t.training_loss(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(t.network.parameters(), 12.0)
         self.optimizer.step()
@@ -230,8 +230,8 @@ class CurveRun:
         return result
 
     def close(self) -> None:
-        self.trainer.train_loader.close()
-        self.trainer.val_loader.close()
+        for loader in [self.trainer.train_loader, *self.trainer.loaders]:
+            loader.close()
 
 
 def run_wsd(plans, name, folder, args, optimizer, lr, momentum, raw, labels, record, max_iters: int) -> None:
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
             for r in results["runs"]}
 
     from segforge import paths
-    from segforge.planning.experiment import plan_and_preprocess
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess
 
     folder_name = make_dataset(args)
     plan_and_preprocess(folder_name, num_processes=2, gpu_memory_gb=parse_plan(args.plans[0])["gb"],

@@ -52,17 +52,19 @@ def measure_plan(plans, name: str, seconds: float, warmup: int) -> dict:
     from segforge.data import TrainingBatches, make_loader
     from segforge.training import SegmentationTrainer, TrainingOptions
 
-    options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, progress_bar=False,
-                              validate_after_training=False)
+    options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, progress_bar=False, plots=False)
     trainer = SegmentationTrainer(plans, name, 0, device="cpu", options=options, log=lambda line: None)
     trainer.initialize()
-    trainer._start_loaders()
+    trainer.wrap_network()
+    loader = trainer.make_training_loader()
     try:
-        end_to_end = _time_steps(lambda: trainer.train_step(next(trainer.train_loader)).item(), seconds, warmup)
+        end_to_end = _time_steps(lambda: trainer.train_step(trainer.prepare_batch(next(loader))).item(), seconds,
+                                 warmup)
     finally:
-        trainer.train_loader.close()
-        trainer.val_loader.close()
-    batch = next(make_loader(TrainingBatches(trainer.build_training_sampler()), trainer.training_transforms(), 0))
+        for each in [loader, *trainer.loaders]:
+            each.close()
+    batch = trainer.prepare_batch(next(make_loader(TrainingBatches(trainer.build_training_sampler()),
+                                                   trainer.training_transforms(), 0)))
     compute = _time_steps(lambda: trainer.train_step(batch).item(), seconds, warmup)
     import torch
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     from segforge.planning.calibration import calibrate
     from segforge.planning.compute_rule import iteration_gflop, iteration_seconds
     from segforge.planning.device_profile import DeviceProfile, training_threads
-    from segforge.planning.experiment import plan_and_preprocess
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess
     from segforge.planning.planner import plan_experiment
 
     threads = training_threads()

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 __all__ = ["TimeBudget", "EpochSizing", "size_epochs", "validation_batch_seconds", "budget_line", "describe_plan",
+           "clock_text",
            "TARGET_EPOCHS", "VALIDATION_SHARE", "MIN_EPOCH_SECONDS", "MAX_ITERS_PER_EPOCH", "MAX_VAL_ITERS",
            "DEFAULT_ITERS_PER_EPOCH", "DEFAULT_VAL_ITERS", "SIZING_ITERATIONS", "VALIDATION_BATCH_COST"]
 
@@ -112,6 +113,13 @@ def size_epochs(budget_seconds: float, seconds_per_iteration: float, seconds_per
            f"{MIN_EPOCH_SECONDS:g} s, at most {MAX_ITERS_PER_EPOCH} iterations) -> {iters} iterations; validation "
            f"at most {VALIDATION_SHARE:.0%} of that -> {val} batches; about {epochs} epochs, {iterations} iterations")
     return EpochSizing(iters, val, epochs, iterations, why)
+
+
+def clock_text(seconds: float) -> str:
+    """``M:SS``, or ``H:MM:SS`` from an hour: the time left, as the progress bar shows it."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def validation_batch_seconds(seconds_per_iteration: float) -> float:

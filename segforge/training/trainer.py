@@ -79,6 +79,7 @@ from segforge.training.time_budget import (
     SIZING_ITERATIONS,
     TimeBudget,
     budget_line,
+    clock_text,
     describe_plan,
     size_epochs,
     validation_batch_seconds,
@@ -424,7 +425,7 @@ class Trainer:
             if done % 10 == 0 and not bar.disable:
                 postfix = {"loss": f"{loss_sum.item() / done:.4f}"}  # a host sync every 10 iterations
                 if self.budget is not None:
-                    postfix["left"] = time.strftime("%M:%S", time.gmtime(self.budget.left))
+                    postfix["left"] = clock_text(self.budget.left)
                 bar.set_postfix(postfix)
             self._stop = self.stop_reason(epoch, done)
             if self._stop is not None:

@@ -77,3 +77,10 @@ def test_long_budget_caps_epochs_at_nnunets_length_and_validation_at_fifty():
 def test_short_budget_keeps_a_minimum_epoch_and_one_validation_batch():
     s = size_epochs(60.0, 1.0, 5.0)
     assert s.iters_per_epoch == 5 and s.val_iters == 1  # 60/30 = 2 s < 5 s minimum; 0.5 s of validation < 1 batch
+
+
+def test_the_time_left_as_the_progress_bar_shows_it():
+    from segforge.training.time_budget import clock_text
+
+    assert [clock_text(s) for s in (0, 59.9, 61, 3599, 3600, 3725, -3)] == \
+        ["0:00", "0:59", "1:01", "59:59", "1:00:00", "1:02:05", "0:00"]
