@@ -43,10 +43,10 @@ KINDS = {
     "realistic": ["--kind", "small_target", "--size", "realistic"],
 }
 
-_STAGE = re.compile(r"^training: (\d+) iterations in ([\d.]+) of ([\d.]+) minutes; then the final checkpoint and "
+_STAGE = re.compile(r"training: (\d+) iterations in ([\d.]+) of ([\d.]+) minutes; then the final checkpoint and "
                     r"pictures in ([\d.]+) s")
-_MEASURED = re.compile(r"^time budget [\d.]+ minutes: ([\d.e+-]+) s per iteration measured")
-_WORKFLOW = re.compile(r"^training and final checkpoints?(?: of all stages)?: ([\d.]+) minutes")
+_MEASURED = re.compile(r"time budget [\d.]+ minutes: ([\d.e+-]+) s per iteration measured")
+_WORKFLOW = re.compile(r"training and final checkpoints?(?: of all stages)?: ([\d.]+) minutes")
 _VALIDATION = re.compile(r"^fold validation: ([\d.]+) s")
 
 
@@ -54,21 +54,21 @@ def parse_training_log(text: str) -> dict:
     """What one ``segforge_train`` log says about its budget (every stage of a cascade)."""
     out = {"stages": [], "plan_lines": [], "device_lines": []}
     per_iteration: list[float] = []
-    for line in text.splitlines():
+    for line in re.split(r"[\r\n]", text):  # progress bars end their updates with \r, not \n
         line = line.strip()
         if line.startswith("plan "):
             out["plan_lines"].append(line)
         elif "validation cases, device" in line:
             out["device_lines"].append(line)
-        elif (m := _MEASURED.match(line)):
+        elif (m := _MEASURED.search(line)):
             per_iteration.append(float(m.group(1)))
-        elif (m := _STAGE.match(line)):
+        elif (m := _STAGE.search(line)):
             out["stages"].append({"iterations": int(m.group(1)), "train_minutes": float(m.group(2)),
                                   "budget_minutes": float(m.group(3)), "final_checkpoint_seconds": float(m.group(4)),
                                   "seconds_per_iteration": per_iteration[-1] if per_iteration else None})
-        elif (m := _WORKFLOW.match(line)):
+        elif (m := _WORKFLOW.search(line)):
             out["workflow_minutes"] = float(m.group(1))
-        elif (m := _VALIDATION.match(line)):
+        elif (m := _VALIDATION.search(line)):
             out["fold_validation_seconds"] = float(m.group(1))
         elif line.startswith("training ") and " minutes: " in line and " for " in line:
             out.setdefault("stage_shares", []).append(line)

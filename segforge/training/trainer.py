@@ -139,7 +139,10 @@ class Trainer:
         # epochs: as given, else nnU-Net's; under --max-minutes sized from the measured iteration time
         self.iters_per_epoch = self.options.iters_per_epoch or DEFAULT_ITERS_PER_EPOCH
         self.val_iters = self.options.val_iters or DEFAULT_VAL_ITERS
-        self.budget: TimeBudget | None = None
+        self.budget: TimeBudget | None = None  # under --max-minutes its clock starts now, with the trainer
+        if self.options.max_minutes is not None:
+            self.budget = TimeBudget(60 * self.options.max_minutes)
+            self.budget.start()
         self._sized = self.options.max_minutes is None or self.options.iters_per_epoch is not None
         self._next_stop_check = 0  # distributed: the iteration (of this epoch) at which the ranks agree next
 
@@ -449,12 +452,9 @@ class Trainer:
     def run(self, resume: bool = False) -> Path:
         """Train (or resume from ``checkpoint_latest.pt``); returns the fold folder.
 
-        Under ``--max-minutes`` the clock starts here: set-up, training and the epochs'
-        validation count; the final checkpoint and what :meth:`after_training` does come after
-        (timed and printed apart)."""
-        if self.options.max_minutes is not None:
-            self.budget = TimeBudget(60 * self.options.max_minutes)
-            self.budget.start()
+        Under ``--max-minutes`` the clock started when the trainer was made: set-up, training and
+        the epochs' validation count; the final checkpoint and what :meth:`after_training` does
+        come after (timed and printed apart)."""
         self.initialize()
         latest = paths.checkpoint_file(self.output_folder, "latest")
         if resume and latest.is_file():
