@@ -8,7 +8,8 @@ real predictor (no mirroring) and ``evaluate_folders``:
   fold ``all``), where a regulariser should help;
 * ``2.5d``: the ``2d``, ``2.5d`` and ``3d_fullres`` configurations;
 * ``pseudo``: the self-distillation round trip: train on a few labelled cases, predict the
-  unlabelled scans (``imagesTs`` cases not held out), train again with ``--pseudo-labels`` on them.
+  unlabelled scans (``imagesTs`` cases not held out) with their probabilities, train again with
+  ``--pseudo-labels`` on them.
 
     python benchmarks/extras_effect.py mixup --iterations 400 --seeds 0 1
     python benchmarks/extras_effect.py mixup --smoke        # checks that it runs, measures nothing
@@ -175,7 +176,8 @@ def _predict_unlabelled(model_folder: Path, images: Path, output: Path) -> None:
 
     model = ModelFolder.open(model_folder)
     predictor = create_predictor(model, folds=["all"], device="cpu", tta=False)
-    predict_cases(predictor, discover_cases(images, model.plans.num_channels), output, log=lambda line: None)
+    predict_cases(predictor, discover_cases(images, model.plans.num_channels), output, save_probabilities=True,
+                  log=lambda line: None)  # the probabilities become soft targets
 
 
 def _forget_model(plans, configuration) -> None:
