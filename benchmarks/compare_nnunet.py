@@ -168,9 +168,10 @@ def main(argv=None) -> int:
     # 4. predict held-out cases, 5. score both with the same evaluator
     result["env"] = {k: env[k] for k in ("SEGFORGE_RAW", "SEGFORGE_PREPROCESSED", "SEGFORGE_RESULTS", "nnUNet_raw",
                                          "nnUNet_preprocessed", "nnUNet_results")}
+    out = args.out or work / "compare_nnunet.json"
+    (work / "compare_nnunet.json").write_text(json.dumps(result, indent=2) + "\n")  # --predict-only starts here
     _predict_and_score(result, work, env, args)
 
-    out = args.out or work / "compare_nnunet.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     _print_report(result, out)
     return 0
@@ -184,15 +185,11 @@ def _predict_and_score(result: dict, work: Path, env: dict, args) -> None:
     cases = max(1, result["num_test_cases"])
     sf, nn = result["segforge"], result["nnunet"]
     sf_cmd = ["-m", "segforge.cli.predict", "-i", str(raw / name / "imagesTs"), "-o", str(work / "sf_pred"),
-              "-d", dataset_id, "-c", "3d_fullres", "--device", device]
+              "-d", dataset_id]
+    if not result.get("default_plans"):  # the newcomer's command predicts with the plan's default and device
+        sf_cmd += ["-c", "3d_fullres", "--device", device]
     sf["predict_seconds_per_case"] = _fastest(sf_cmd, env, work / "sf_predict.log", work / "sf_pred", args,
                                               sys.executable) / cases
-    predict_cmd = ["-m", "segforge.cli.predict", "-i", str(raw / name / "imagesTs"), "-o", str(work / "sf_pred"),
-                   "-d", dataset_id]
-    if not args.default_plans:
-        predict_cmd += ["-c", "3d_fullres", "--device", args.device]
-    m = _step(predict_cmd, env, work / "sf_predict.log")
-    sf["predict_seconds_per_case"] = m.seconds / max(1, len(tests))
     sf.update(_score(work / "sf_pred", raw / name / "labelsTs", env, work / "sf_eval.json"))
     if not args.smoke:
         nn_cmd = [str(Path(args.nnunet_python).parent / "nnUNetv2_predict"), "-i", str(raw / name / "imagesTs"),

@@ -47,6 +47,7 @@ class TimeBudget:
         self._last: float | None = None
         self._recent: deque[float] = deque(maxlen=_WINDOW)
         self.iterations = 0
+        self.reserve = 0.0  # seconds an epoch's end takes (validation, checkpoints): kept free for the last one
 
     def start(self) -> None:
         self.started = self._last = self.clock()
@@ -63,6 +64,11 @@ class TimeBudget:
         """Between two runs of iterations (validation, checkpoints): that time is not an iteration's."""
         self._last = self.clock()
 
+    def epoch_ended(self) -> None:
+        """After an epoch's validation and checkpoints: their time since the last iteration is what the
+        last (cut) epoch will need after its last iteration too."""
+        self.reserve = max(0.0, self.clock() - self._last)
+
     def iteration_done(self) -> None:
         now = self.clock()
         self._recent.append(now - self._last)
@@ -77,14 +83,15 @@ class TimeBudget:
         return ordered[len(ordered) // 2]
 
     def next_iteration_fits(self) -> bool:
-        """Whether one more iteration (at the recent median time) ends within the budget."""
+        """Whether one more iteration (at the recent median time), and the end of its epoch after it
+        (:attr:`reserve`), end within the budget."""
         per = self.seconds_per_iteration or 0.0
-        return self.elapsed + per <= self.seconds
+        return self.elapsed + per + self.reserve <= self.seconds
 
     def iterations_left(self, extra_seconds_per_iteration: float = 0.0) -> int:
         """Iterations that still fit at the recent median time (plus a per-iteration share of other work)."""
         per = (self.seconds_per_iteration or 0.0) + extra_seconds_per_iteration
-        return int(self.left / per) if per > 0 else 0
+        return int(max(0.0, self.left - self.reserve) / per) if per > 0 else 0
 
 
 @dataclass(frozen=True)

@@ -488,6 +488,8 @@ class Trainer:
                 metrics = self.validate(epoch)
                 self.end_epoch({"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr,
                                 "epoch_seconds": time.monotonic() - t0, "iters_per_second": its})
+                if self.budget is not None:
+                    self.budget.epoch_ended()
                 reason = self._stop or self.stop_reason(epoch)
                 if reason is not None:
                     self.log(reason)
@@ -496,14 +498,14 @@ class Trainer:
             self.save_checkpoint("final", max(epoch, 0))
             self.after_training()
             self.dist.barrier()  # rank 0's checkpoints are written before any rank goes on
-            if self.budget is not None:
-                self.log(f"training: {self.budget.iterations} iterations in {trained / 60:.2f} of {o.max_minutes:g} "
-                         f"minutes; then the final checkpoint and pictures in {time.monotonic() - finished:.1f} s")
         finally:
             for loader in self.loaders:
                 loader.close()
             self.loaders.clear()
             self.reporter.close()
+        if self.budget is not None:  # the loaders' and the pictures' end counted with the final checkpoint
+            self.log(f"training: {self.budget.iterations} iterations in {trained / 60:.2f} of {o.max_minutes:g} "
+                     f"minutes; then the final checkpoint and pictures in {time.monotonic() - finished:.1f} s")
         return self.output_folder
 
     def end_epoch(self, row: dict) -> None:

@@ -129,3 +129,21 @@ def test_a_cascade_shares_the_budget(tmp_path, fake_budget_clock, monkeypatch):
     done = [line for line in lines if line.startswith("training: ")]
     assert done[0].startswith("training: 7 iterations") and done[1].startswith("training: 23 iterations"), done
     assert fake_budget_clock.now == 300.0
+
+
+def test_the_last_epochs_validation_fits_in_the_budget(tmp_path, fake_budget_clock):
+    """Iterations of 1 s, an epoch's end (validation, checkpoints) of 3 s, epochs of 5, 30 s: epochs end at
+    8, 16, 24 s; in the fourth a third iteration (27 s) still leaves room for the epoch's end (30 s), a
+    fourth (28 + 3 = 31 s) would not: it is cut after 3 iterations and its end comes at 30 s."""
+    lines = []
+    t = make_trainer(tmp_path, fake_budget_clock, lines, max_minutes=0.5, iters_per_epoch=5, val_iters=1)
+    validate = t.validate
+
+    def three_second_validation(epoch):
+        fake_budget_clock.now += 3.0
+        return validate(epoch)
+
+    t.validate = three_second_validation
+    t.run()
+    assert t.budget.iterations == 18 and len(t.history) == 4 and fake_budget_clock.now == 30.0
+    assert any(line.startswith("time budget: stopping in epoch 3 after 3 iterations") for line in lines), lines
