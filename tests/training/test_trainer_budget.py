@@ -147,3 +147,23 @@ def test_the_last_epochs_validation_fits_in_the_budget(tmp_path, fake_budget_clo
     t.run()
     assert t.budget.iterations == 18 and len(t.history) == 4 and fake_budget_clock.now == 30.0
     assert any(line.startswith("time budget: stopping in epoch 3 after 3 iterations") for line in lines), lines
+
+
+@pytest.mark.parametrize("minutes", [None, 0.01])
+def test_fold_validation_under_a_budget_is_not_mirrored(minutes, monkeypatch):
+    """Test-time mirroring costs 8 predictions per window in 3D: under --max-minutes the fold validation
+    after training goes without it (--validation-only mirrors); without a budget it mirrors."""
+    from segforge import paths
+    from segforge.workflows import train as train_workflow
+
+    torch.set_num_threads(1)
+    folder = write_fake_dataset(paths.preprocessed_root())
+    plans = Plans.load(folder / "plans.json")
+    asked = []
+    monkeypatch.setattr(train_workflow, "validate_trained_fold", lambda *a, tta=True, **k: asked.append(tta))
+    options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, max_minutes=minutes, num_workers=0,
+                              cpu_threads=1, progress_bar=False, plots=False)
+    lines = []
+    train_workflow.train_fold(plans, 0, options=options, log=lines.append)
+    assert asked == [minutes is None]
+    assert any(line.startswith("fold validation: ") for line in lines)
