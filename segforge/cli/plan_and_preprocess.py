@@ -1,6 +1,6 @@
 """`segforge_plan_and_preprocess -d ID [-np N] [--device cpu|cuda] [--gpu-memory-gb G] [--train-minutes M]
 [--recalibrate] [-c CONFIG ...] [--plan-only] [--verify] [--spacing Z Y X] [--patch-size Z Y X] [--batch-size B]
-[--default-configuration NAME] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
+[--default-configuration NAME] [--network NAME] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
 
 Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
 configuration (with what it needs: the cascade's locator). The steps are
@@ -16,6 +16,7 @@ import sys
 
 from segforge.cli._execution import add_execution_arguments, execution_settings
 from segforge.cli._runner import CommandParser, run_command
+from segforge.networks.topology import NETWORK_FAMILIES
 
 PROG = "segforge_plan_and_preprocess"
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size of the segmentation configurations")
     parser.add_argument("--default-configuration", default=None, metavar="NAME",
                         help="configuration `segforge_train ID FOLD` trains (2d, 3d_fullres, cascade_fullres)")
+    parser.add_argument("--network", default=None, metavar="NAME",
+                        help=f"network of the segmentation configurations: {', '.join(sorted(NETWORK_FAMILIES))} "
+                        "(default unet; recorded in plans.json with why)")
     add_execution_arguments(parser)
     return parser
 
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
             patch_size=tuple(args.patch_size) if args.patch_size else None,
             batch_size=args.batch_size,
             default_configuration=args.default_configuration,
+            network=args.network,
         )
         plan_and_preprocess(
             args.dataset,

@@ -7,9 +7,11 @@ Unknown names answer with the closest registered ones.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, TypeVar
 
 from segforge.errors import InputError
+from segforge.networks.topology import NETWORK_FAMILIES
 from segforge.networks.unet import UNet
 from segforge.registry import look_up
 
@@ -17,8 +19,23 @@ __all__ = ["NETWORKS", "register_network", "look_up", "build_network", "check_bu
 
 T = TypeVar("T")
 
-# name -> constructor(topology, dims, in_channels, num_classes) -> nn.Module
-NETWORKS: dict[str, Callable] = {"unet": UNet}
+
+
+def _family(name: str) -> Callable:
+    """A U-Net whose block and attention gates are those ``NETWORK_FAMILIES[name]`` implies."""
+    options = NETWORK_FAMILIES[name]["options"]
+
+    def build(topology, dims: int, in_channels: int, num_classes: int):
+        return UNet(dataclasses.replace(topology, **options), dims, in_channels, num_classes)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = NETWORK_FAMILIES[name]["what"]
+    return build
+
+
+# name -> constructor(topology, dims, in_channels, num_classes) -> nn.Module. "unet" honours the
+# topology's block and attention flags as written in plans.json; the other families impose theirs.
+NETWORKS: dict[str, Callable] = {"unet": UNet, **{n: _family(n) for n in NETWORK_FAMILIES if n != "unet"}}
 
 
 def register_network(name: str) -> Callable[[T], T]:

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NetworkTopology"]
+__all__ = ["NetworkTopology", "NETWORK_FAMILIES", "network_family_options"]
+
+# The networks a plan can name (``segforge_plan_and_preprocess --network NAME``): the topology
+# fields each one implies (the planner sizes the patch with them, so the memory estimate counts
+# attention gates and residual sums) and what it is. The registry builds each by name.
+NETWORK_FAMILIES: dict[str, dict] = {
+    "unet": {"options": {"block": "plain", "attention_gates": False},
+             "what": "the plain U-Net of nnU-Net (two convolutions per stage)"},
+    "attention_unet": {"options": {"block": "plain", "attention_gates": True},
+                       "what": "U-Net with additive attention gates on the skip connections (Oktay et al. 2018)"},
+    "residual_unet": {"options": {"block": "residual", "attention_gates": False},
+                      "what": "U-Net with a residual encoder (nnU-Net ResEnc-style blocks)"},
+}
 
 
 @dataclass
@@ -41,3 +53,11 @@ class NetworkTopology:
                 f"NetworkTopology needs one kernel size and one stride per stage: {n} stages, "
                 f"{len(self.kernel_sizes)} kernel sizes, {len(self.strides)} strides"
             )
+
+
+def network_family_options(name: str) -> dict:
+    """The :class:`NetworkTopology` fields network ``name`` implies, ``name`` included
+    (an unknown name answers "did you mean")."""
+    from segforge.registry import look_up
+
+    return {**look_up(name, NETWORK_FAMILIES, "network")["options"], "name": name}

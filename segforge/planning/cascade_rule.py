@@ -193,8 +193,10 @@ def plan_cascade_fullres(
     budget_bytes: int,
     in_channels: int,
     num_classes: int,
+    network_options: dict | None = None,
 ) -> Configuration:
-    """The full-resolution segmenter of the cascade, on crops around the centroid."""
+    """The full-resolution segmenter of the cascade, on crops around the centroid (its network:
+    ``network_options``, the topology fields of the chosen network family)."""
     spacing = np.asarray(fullres.spacing, dtype=float)
     if summary(fingerprint).get("p95_union_extent_mm") is None:
         raise InputError("the cascade needs foreground to size its crop, but no training case has any label")
@@ -202,7 +204,8 @@ def plan_cascade_fullres(
     margin = LOCATOR_MARGIN_VOXELS * np.asarray(locator.spacing, dtype=float) / spacing  # fullres voxels per side
     raw_crop = [int(v) for v in np.ceil(p95 / spacing + 2 * margin)]
     crop, _ = fit_topology(fullres.spacing, raw_crop)
-    fit = fit_patch_to_memory(fullres.spacing, crop, budget_bytes, in_channels, num_classes, _FIT_BATCH)
+    fit = fit_patch_to_memory(fullres.spacing, crop, budget_bytes, in_channels, num_classes, _FIT_BATCH,
+                              network_options=network_options)
     median_shape = median_shape_at_spacing(fingerprint, fullres.spacing, cropped=False)
     n_cases = max(1, len(fingerprint.get("cases") or []))
     batch, batch_why = choose_batch_size(fit.sample_bytes, budget_bytes, fit.patch_size, n_cases * math.prod(crop), 3)

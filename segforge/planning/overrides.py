@@ -8,6 +8,9 @@
 * ``batch_size``: every segmentation configuration (not the locator).
 * ``default_configuration``: what ``segforge_train ID FOLD`` trains; naming
   ``cascade_fullres`` or ``locator`` plans the cascade even where the planner would not.
+* ``network``: the network of the segmentation configurations, a name of
+  :data:`segforge.networks.topology.NETWORK_FAMILIES` (``unet``, ``attention_unet``,
+  ``residual_unet``); the locator keeps the plain U-Net.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class PlanOverrides:
     patch_size: tuple[int, ...] | None = None
     batch_size: int | None = None
     default_configuration: str | None = None
+    network: str | None = None
 
     def __post_init__(self):
         if self.spacing is not None:
@@ -55,6 +59,11 @@ class PlanOverrides:
                 f"default configuration {self.default_configuration!r} is unknown; "
                 f"choose one of {', '.join(CONFIGURATION_NAMES)}{_did_you_mean(self.default_configuration)}"
             )
+
+        if self.network is not None:
+            from segforge.networks.topology import network_family_options
+
+            network_family_options(self.network)  # "did you mean" for an unknown name
 
     @property
     def forces_cascade(self) -> bool:

@@ -88,18 +88,21 @@ def fit_patch_to_memory(
     fit_batch: int = 2,
     start_patch=None,
     base_features: int | None = None,
+    network_options: dict | None = None,
 ) -> PatchFit:
     """Largest patch (by the shrink rule) whose ``fit_batch``-sample estimate fits.
 
     ``spacing``, ``median_shape`` and ``start_patch`` (default: ``median_shape``) share
-    one axis order, ``(z, y, x)`` or ``(y, x)``.
+    one axis order, ``(z, y, x)`` or ``(y, x)``. ``network_options``: topology fields of the
+    chosen network (:func:`segforge.networks.topology.network_family_options`), part of the estimate.
     """
+    network_options = network_options or {}
     features_why = ""
     if base_features is None:
         base_features, features_why = base_features_for_budget(budget_bytes)
     median = np.maximum(np.asarray(median_shape, dtype=float), 1)
     start = list(start_patch) if start_patch is not None else [int(v) for v in median_shape]
-    patch, topology = fit_topology(spacing, start, base_features=base_features)
+    patch, topology = fit_topology(spacing, start, base_features=base_features, **network_options)
     initial = list(patch)
     steps = 0
     while fit_batch * _sample_bytes(topology, patch, in_channels, num_classes) > budget_bytes:
@@ -111,10 +114,12 @@ def fit_patch_to_memory(
         axis = int(shrinkable[0])
         smaller = list(patch)
         smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - patch_divisor(pools[axis]))
-        new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features)
+        new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features,
+                                                   **network_options)
         if new_patch[axis] >= patch[axis]:  # rounding gave the step back: take a bigger one
             smaller[axis] = max(PATCH_MULTIPLE, patch[axis] - 2 * patch_divisor(pools[axis]))
-            new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features)
+            new_patch, new_topology = fit_topology(spacing, smaller, base_features=base_features,
+                                                   **network_options)
         patch, topology = new_patch, new_topology
         steps += 1
     sample = _sample_bytes(topology, patch, in_channels, num_classes)

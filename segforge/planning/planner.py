@@ -17,6 +17,7 @@ import numpy as np
 
 from segforge.errors import InputError
 from segforge.networks.memory import training_memory_bytes
+from segforge.networks.topology import NETWORK_FAMILIES, network_family_options
 from segforge.planning.batch_size_rule import choose_batch_size
 from segforge.planning.cascade_rule import decide_cascade, plan_cascade_fullres, plan_locator
 from segforge.planning.dataset_stats import (
@@ -60,14 +61,15 @@ def plan_experiment(
         spacing, spacing_why = target_spacing(fingerprint)
     normalization = channel_normalizations(fingerprint)
     median_spacing = summary(fingerprint)["median_spacing"]
+    network, network_why = _network_choice(overrides)
 
     fullres = _segmentation_configuration(
         "3d_fullres", fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes,
-        overrides,
+        overrides, network,
     )
     flat = _segmentation_configuration(
         "2d", fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes,
-        overrides,
+        overrides, network,
     )
     configurations = {"2d": flat, "2.5d": _stacked_slices(flat), "3d_fullres": fullres}
 
@@ -76,7 +78,9 @@ def plan_experiment(
         cascade_why += f"; planned anyway: default configuration {overrides.default_configuration!r} is a {USER_OVERRIDE}"
     if cascade or overrides.forces_cascade:
         locator = plan_locator(fingerprint, fullres, budget, in_channels)
-        segmenter = plan_cascade_fullres(fingerprint, fullres, locator, budget, in_channels, classes)
+        segmenter = plan_cascade_fullres(fingerprint, fullres, locator, budget, in_channels, classes,
+                                         network_options=network_family_options(network))
+        _note_network(segmenter, network, overrides)
         crops_voxels = len(fingerprint.get("cases") or [1]) * math.prod(segmenter.cascade.crop_size)
         _apply_segmentation_overrides(segmenter, overrides, budget, in_channels, classes, crops_voxels)
         configurations["locator"] = locator
@@ -98,12 +102,32 @@ def plan_experiment(
                 f"activation budget = {ACTIVATION_FRACTION} x {gpu_memory_gb:g} GB = {budget_gib:.2f} GiB "
                 "(estimate of activations kept for backward, half precision)"
             ),
+            "network": network_why,
         },
     )
 
 
+def _network_choice(overrides: PlanOverrides) -> tuple[str, str]:
+    """The segmentation configurations' network and why (the locator keeps the plain U-Net)."""
+    others = ", ".join(sorted(NETWORK_FAMILIES))
+    if overrides.network is not None:
+        name = overrides.network
+        return name, (f"{name}: {NETWORK_FAMILIES[name]['what']} ({USER_OVERRIDE}, --network; known: {others}); "
+                      "the locator keeps the plain unet")
+    return "unet", (f"unet: {NETWORK_FAMILIES['unet']['what']} (default; segforge_plan_and_preprocess --network "
+                    f"chooses among {others})")
+
+
+def _note_network(configuration: Configuration, network: str, overrides: PlanOverrides) -> None:
+    """A network the user chose is named in the configuration's ``why.network``."""
+    if overrides.network is not None:
+        configuration.why["network"] = (f"{network} ({USER_OVERRIDE}, --network): "
+                                        + configuration.why.get("network", ""))
+
+
 def _segmentation_configuration(
-    name, fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes, overrides
+    name, fingerprint, spacing, spacing_why, normalization, median_spacing, budget, in_channels, classes, overrides,
+    network: str = "unet",
 ) -> Configuration:
     """``3d_fullres`` (patch ``(z, y, x)``) or ``2d`` (patch ``(y, x)`` of z-slices)."""
 
@@ -111,7 +135,8 @@ def _segmentation_configuration(
     median_shape = median_shape_at_spacing(fingerprint, spacing)
     net_spacing = spacing[-dims:]
     fit_batch = FIT_BATCH_2D if dims == 2 else FIT_BATCH_3D
-    fit = fit_patch_to_memory(net_spacing, median_shape[-dims:], budget, in_channels, classes, fit_batch)
+    fit = fit_patch_to_memory(net_spacing, median_shape[-dims:], budget, in_channels, classes, fit_batch,
+                              network_options=network_family_options(network))
     dataset_voxels = total_voxels_at_spacing(fingerprint, spacing)
     batch, batch_why = choose_batch_size(fit.sample_bytes, budget, fit.patch_size, dataset_voxels, dims)
     removed = summary(fingerprint).get("median_nonzero_fraction_removed", 0.0)
@@ -148,6 +173,7 @@ def _segmentation_configuration(
         data_identifier="3d_fullres",
         why=why,
     )
+    _note_network(configuration, network, overrides)
     _apply_segmentation_overrides(configuration, overrides, budget, in_channels, classes, dataset_voxels)
     return configuration
 
@@ -173,7 +199,8 @@ def _apply_segmentation_overrides(
         net_spacing = configuration.spacing[-dims:]
         base, _ = base_features_for_budget(budget)
         patch, topology = fit_topology(
-            net_spacing, list(overrides.patch_size), round_up=False, base_features=base
+            net_spacing, list(overrides.patch_size), round_up=False, base_features=base,
+            **network_family_options(configuration.network.name),
         )
         configuration.patch_size = patch
         configuration.network = topology

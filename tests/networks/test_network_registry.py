@@ -14,7 +14,8 @@ def test_unet_is_registered():
 
 
 def test_unknown_network_name_answers_did_you_mean(make_configuration):
-    with pytest.raises(InputError, match=r"unknown network 'unett'; did you mean 'unet'\? known: unet"):
+    with pytest.raises(InputError, match=r"unknown network 'unett'; did you mean 'unet'.*\? "
+                                         r"known: attention_unet, residual_unet, unet"):
         build_network(make_configuration("2d", name="unett"), 1, 2)
 
 
