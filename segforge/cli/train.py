@@ -2,7 +2,7 @@
 [--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
 [--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--logger none|tensorboard|wandb]
 [--mixup none|input|manifold] [--mixup-alpha A] [--pseudo-labels DIR [--pseudo-weight W]]
-[--no-progress-bar] [--no-plots] [--validation-only]`.
+[--no-progress-bar] [--no-plots] [--validation-only] [--pretrained-weights CKPT]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
 locator first and then the segmenter. ``--num-gpus N`` starts the command again as N processes
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip predicting and scoring the fold's validation cases after training")
     p.add_argument("--validation-only", action="store_true",
                    help="only predict and score the fold's validation cases with the trained model")
+    p.add_argument("--pretrained-weights", default=None, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint (every weight whose name and shape match; the output "
+                   "head is replaced when the classes differ; same network family only)")
     return p
 
 
@@ -117,7 +120,8 @@ def main(argv=None) -> int:
             optimizer=args.optimizer, initial_lr=args.lr, num_workers=args.num_workers, logger=args.logger,
             mixup=args.mixup, mixup_alpha=args.mixup_alpha, pseudo_labels=args.pseudo_labels,
             pseudo_weight=args.pseudo_weight,
-            progress_bar=args.progress_bar, plots=args.plots, augment_on=args.augment_on, compile=args.compile)
+            progress_bar=args.progress_bar, plots=args.plots, augment_on=args.augment_on, compile=args.compile,
+            pretrained_weights=args.pretrained_weights)
         if args.num_gpus > 1 and not under_launcher():
             return relaunch(plans, args, argv, device)
         train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate)

@@ -41,6 +41,8 @@ class TrainingOptions:
     a ``segforge_predict`` output folder whose cases (images + predicted labels, probabilities when
     saved) join the training cases of every fold, never the validation ones; each is drawn
     ``pseudo_weight`` times as often as a labelled case (:mod:`segforge.preprocessing.pseudo_labels`).
+    ``pretrained_weights``: a checkpoint to start the network from (fine-tuning; every weight whose
+    name and shape match is loaded, :mod:`segforge.training.pretrained`).
     """
 
     epochs: int = 1000
@@ -61,6 +63,7 @@ class TrainingOptions:
     plots: bool = True  # progress and validation pictures (drawn in the background)
     logger: str = "none"  # experiment logger: "none", "tensorboard" or "wandb" (segforge.training.experiment_loggers)
     val_plot_every: int = 5  # epochs between val_pred.png / val_truth.png updates (and at the end)
+    pretrained_weights: str | None = None
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     augment_on: str | None = None  # "gpu": batched torch augmentation on the training device; "cpu": batchgenerators
     compile: bool | None = None  # torch.compile the network's training and validation steps

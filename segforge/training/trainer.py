@@ -145,6 +145,7 @@ class Trainer:
             self.budget.start()
         self._sized = self.options.max_minutes is None or self.options.iters_per_epoch is not None
         self._next_stop_check = 0  # distributed: the iteration (of this epoch) at which the ranks agree next
+        self.pretrained: dict | None = None  # what --pretrained-weights loaded (training_options.json)
 
     # --- checks --------------------------------------------------------------------------------
     def check_configuration(self) -> None:
@@ -170,6 +171,8 @@ class Trainer:
         self.plain_network = to_device_layout(self.build_network(), self.device)  # what checkpoints hold
         self.network = self.plain_network  # what the steps call: wrapped by wrap_network() in run()
         o = self.options
+        if o.pretrained_weights:
+            self.load_pretrained_weights(o.pretrained_weights)  # before any wrapping (DDP, compile)
         optimizer = o.optimizer or self.default_optimizer
         defaults = look_up(optimizer, OPTIMIZERS, "optimizer")
         self.initial_lr = o.initial_lr if o.initial_lr is not None else defaults.initial_lr
@@ -178,6 +181,15 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.setup()
+
+    def load_pretrained_weights(self, path: str) -> None:
+        """Fine-tuning: every checkpoint weight whose name and shape match (:mod:`segforge.training.pretrained`)."""
+        from segforge.training.pretrained import load_pretrained_weights
+
+        report = load_pretrained_weights(self.plain_network, path, self.configuration)
+        for line in report.lines():
+            self.log(line)
+        self.pretrained = report.to_dict()
 
     def seed_everything(self) -> None:
         o = self.options
@@ -596,4 +608,5 @@ class Trainer:
                     "batch_size": self.configuration.batch_size,
                     "optimizer": self.options.optimizer or self.default_optimizer, "initial_lr": self.initial_lr,
                     "precision": dtype_name(self.amp_dtype), **{k: v for k, v in self.options.to_dict().items()
-                                                                if k not in ("optimizer", "initial_lr", "augment_on", "compile")}})
+                                                                if k not in ("optimizer", "initial_lr", "augment_on", "compile")},
+                    **({"pretrained": self.pretrained} if self.pretrained else {})})

@@ -63,6 +63,7 @@ def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, 
                     f"minutes: {budgets[name][1]}")
             elif len(steps) > 1:
                 log(f"training {name} ({step})")
+            step_options = _pretrained_for(step_options, plans.configuration(name), len(steps) > 1, log)
             trainer = look_up_step(step)(plans, name, fold, device=device, options=step_options, log=log)
             folders.append(trainer.run(resume=resume))
             group.barrier()  # what rank 0 wrote (checkpoints, locator_validation.json) is there for all
@@ -94,6 +95,22 @@ def stage_budgets(plans: Plans, stages: list[str], minutes: float | None) -> dic
     else:
         shares, why = {name: 1 / len(stages) for name in stages}, "no predicted iteration times in the plan: even split"
     return {name: (minutes * shares[name], why) for name in stages}
+
+
+def _pretrained_for(options: TrainingOptions, configuration, several_steps: bool, log) -> TrainingOptions:
+    """A cascade's steps train different kinds of network: ``--pretrained-weights`` starts the steps
+    of the checkpoint's kind (the segmenter, from a segmentation checkpoint); the others start fresh."""
+    if not options.pretrained_weights or not several_steps:
+        return options
+    from segforge.io.checkpoint import load_checkpoint
+    from segforge.training.pretrained import checkpoint_configuration
+
+    path = options.pretrained_weights
+    kind = checkpoint_configuration(load_checkpoint(path), path).kind
+    if kind == configuration.kind:
+        return options
+    log(f"{configuration.name}: trained from scratch (the pretrained checkpoint holds a {kind} network)")
+    return replace(options, pretrained_weights=None)
 
 
 def segmentation_model_folder(plans: Plans, configuration: str | None = None) -> Path:
