@@ -1,5 +1,5 @@
 """`segforge_predict -i IN -o OUT [-d ID | -m MODEL_FOLDER] [-c CONFIG] [-f FOLDS] [-chk final|best|latest]
-[--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--continue]
+[--device D] [--disable-tta] [--step S] [--save-probabilities] [--save-locator] [--no-postprocessing] [--continue]
 [-np N] [--num-gpus G] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]
 [--reference LABELS]`.
 
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the true label maps (CASE.nii.gz): after predicting, score the predictions "
                    "(OUT/summary.json) and draw OUT/pictures/CASE.png, truth vs prediction on the slices through the "
                    "largest structures with the case's Dice in the title")
+    p.add_argument("--no-postprocessing", dest="postprocessing", action="store_false",
+                   help="skip the model's cross-validated connected-component postprocessing (postprocessing.json, "
+                   "written by segforge_find_best_configuration)")
     return p
 
 
@@ -109,6 +112,15 @@ def _axes(axes) -> str:
     return "off" if not axes else "axes " + ",".join("zyx"[a] if len(axes) <= 3 else str(a) for a in axes)
 
 
+def _postprocessing(predictor, wanted: bool) -> str:
+    if not wanted:
+        return "off (--no-postprocessing)"
+    if predictor.postprocessing is None:
+        return "none decided (segforge_find_best_configuration decides it)"
+    names = {v: k for k, v in predictor.plans.labels.items() if isinstance(v, int)}
+    return predictor.postprocessing.describe(names)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -137,7 +149,8 @@ def main(argv=None) -> int:
             warnings.simplefilter("always")
             predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint,
                                          device=args.device or ("cuda" if execution.num_gpus else None),
-                                         tta=not args.disable_tta, backend=args.backend, bf16=args.bf16, **speed)
+                                         tta=not args.disable_tta, backend=args.backend, bf16=args.bf16,
+                                         postprocessing=args.postprocessing, **speed)
         predictor.progress = sys.stderr.isatty()
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
@@ -147,7 +160,8 @@ def main(argv=None) -> int:
             predictor.save_locator = True
         print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
               f"device {predictor.device} ({args.backend}{', bf16' if args.bf16 else ''}) | mirroring "
-              f"{_axes(predictor.mirror_axes)} | step {predictor.step} | "
+              f"{_axes(predictor.mirror_axes)} | step {predictor.step} | postprocessing "
+              f"{_postprocessing(predictor, args.postprocessing)} | "
               f"{len(cases)} case(s) (start-up {time.perf_counter() - start:.1f} s)")
         reports = predict_cases(predictor, cases, args.output, args.save_probabilities, args.skip_existing,
                                 prefetch=args.prefetch, execution=execution)

@@ -54,16 +54,18 @@ def load_predictor(
     mirror_axes: Sequence[int] | None = None,
     bf16: bool = False,
     fast: bool = False,
+    postprocessing: bool = True,
 ) -> Predictor:
     """The predictor of ``model_folder`` (any folder, or an export folder) or of ``dataset`` under
     ``segforge_results``; ``backend="onnxruntime"`` runs an export folder's ONNX networks;
-    ``fast`` takes the step and mirror axes of :data:`~segforge.inference.predictor.FAST_MODE`."""
+    ``fast`` takes the step and mirror axes of :data:`~segforge.inference.predictor.FAST_MODE`;
+    ``postprocessing`` applies the model folder's cross-validated ``postprocessing.json``."""
     from segforge.inference.predictor import FAST_MODE
 
     folder = resolve_model_folder(dataset, model_folder, configuration)
     speed = dict(FAST_MODE["options"]) if fast else {"step": step, "mirror_axes": mirror_axes}
     return create_predictor(ModelFolder.open(folder), folds=folds, checkpoint=checkpoint, device=device,
-                            tta=tta, backend=backend, bf16=bf16, **speed)
+                            tta=tta, backend=backend, bf16=bf16, postprocessing=postprocessing, **speed)
 
 
 def predict(
@@ -77,6 +79,7 @@ def predict(
     configuration: str | None = None,
     return_probabilities: bool = False,
     predictor: Predictor | None = None,
+    postprocessing: bool = True,
 ) -> list[Prediction]:
     """Predict ``images``: a path (folder, file or DICOM series folder), a list of paths, or
     ``(array, Geometry)`` tuples with ``array`` ``(Z, Y, X)`` or ``(C, Z, Y, X)``.
@@ -84,7 +87,8 @@ def predict(
     Returns one :class:`Prediction` per case, in input order (cases of a folder sorted by
     name). Unreadable inputs raise :class:`InputError`.
     """
-    predictor = predictor or load_predictor(model_folder, dataset, configuration, folds, checkpoint, device, tta)
+    predictor = predictor or load_predictor(model_folder, dataset, configuration, folds, checkpoint, device, tta,
+                                            postprocessing=postprocessing)
     results = []
     for name, image, geometry in _images(images, predictor.plans.num_channels):
         labels, probabilities = predictor.predict_case(image, geometry, return_probabilities)

@@ -54,12 +54,12 @@ class CascadePredictor(Predictor):
     def __init__(self, model_folder, folds=None, checkpoint: str = "final", device=None, tta: bool = True,
                  step: float = 0.5, window_batch: int | None = None, locator_folder=None,
                  save_locator: bool = False, progress: bool = False, backend: str = "torch",
-                 mirror_axes=None, bf16: bool = False, guard: bool = True):
+                 mirror_axes=None, bf16: bool = False, guard: bool = True, postprocessing: bool = True):
         if backend != "torch":
             raise InputError("cascade models run with --backend torch only (they cannot be exported yet)",
                              getattr(model_folder, "path", model_folder))
         super().__init__(model_folder, folds, checkpoint, device, tta, step, window_batch, progress=progress,
-                         mirror_axes=mirror_axes, bf16=bf16)
+                         mirror_axes=mirror_axes, bf16=bf16, postprocessing=postprocessing)
         cascade = self.configuration.cascade
         if cascade is None or not cascade.crop_size:
             raise InputError(f"configuration {self.configuration.name!r} has no cascade crop", self.model.path)

@@ -30,6 +30,7 @@ import torch
 
 from segforge.errors import InputError
 from segforge.inference.model import EXPORT_FILE, ModelFolder, load_checkpoint, plain_state_dict
+from segforge.inference.postprocessing import POSTPROCESSING_FILE, Postprocessing
 from segforge.io.atomic import write_json_atomic
 
 __all__ = ["EXPORT_FILE", "EXPORT_FORMAT", "export_model", "export_description", "onnx_file", "weights_file"]
@@ -71,6 +72,9 @@ def export_model(
     try:
         shutil.copyfile(model.path / "plans.json", tmp / "plans.json")
         write_json_atomic(tmp / "dataset.json", model.dataset_json or _dataset_json(model))
+        decision = Postprocessing.load(model.path)
+        if decision is not None:  # the cross-validated postprocessing travels with the weights
+            decision.save(tmp)
         for fold in folds:
             path = model.checkpoint_file(fold, checkpoint)
             network, state = _network(model, load_checkpoint(path), path)
@@ -113,7 +117,7 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
         "network": {
             "files": {fold: {"onnx": f"fold_{fold}/network.onnx", "safetensors": f"fold_{fold}/weights.safetensors"}
                       for fold in folds},
-            "registry_name": "unet",
+            "registry_name": c.network.name,
             "topology": plans.to_dict()["configurations"][c.name]["network"],
             "input": {"name": "image", "shape": ["B", c.network_input_channels(plans.num_channels), *axes],
                       "dtype": "float32"},
@@ -162,10 +166,27 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
                 "label = argmax over classes; class k is label value k (dataset.json labels)",
                 "write with the input's geometry (spacing, origin, direction)",
             ],
-            "connected_component_filtering": None,
-            "why": "segforge applies no post-processing beyond restoring and argmax",
+            "connected_component_filtering": _component_filtering(model),
+            "why": "restore and argmax, then the connected-component filtering decided by cross-validation "
+                   f"({POSTPROCESSING_FILE}, applied by segforge_predict unless --no-postprocessing); "
+                   "null: none decided",
         },
     }
+
+
+def _component_filtering(model: ModelFolder) -> dict | None:
+    """The model folder's postprocessing.json decision, in words and values (None when none was decided)."""
+    decision = Postprocessing.load(model.path)
+    if decision is None:
+        return None
+    names = {v: k for k, v in model.plans.labels.items() if isinstance(v, int)}
+    return {"file": POSTPROCESSING_FILE, "applied": decision.describe(names), "connectivity": decision.connectivity,
+            "foreground_largest_component": decision.foreground_largest_component,
+            "largest_component_labels": decision.largest_component_labels,
+            "steps": ["foreground_largest_component: foreground voxels outside the largest connected component of "
+                      "all foreground together -> background",
+                      "then for each of largest_component_labels: its voxels outside its own largest connected "
+                      "component -> background"]}
 
 
 def _network(model: ModelFolder, checkpoint: dict, path: Path):

@@ -26,6 +26,7 @@ from segforge.errors import InputError
 from segforge.inference.export import probabilities_to_labels, restore_labels, restore_probabilities
 from segforge.inference.model import ModelFolder, load_checkpoint, plain_state_dict
 from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
+from segforge.inference.postprocessing import Postprocessing
 from segforge.inference.sliding_window import accumulation_bytes, sliding_window_logits
 from segforge.io.geometry import Geometry
 
@@ -60,6 +61,8 @@ class Predictor:
     bfloat16 (CPUs with native BF16; docs/prediction.md measures what it costs in Dice).
     ``progress``: a bar over each case's windows. ``backend``: ``torch``, or ``onnxruntime``
     for an export folder (``segforge_export``; its ``fold_K/network.onnx`` on the CPU).
+    ``postprocessing``: apply the folder's ``postprocessing.json`` (decided by cross-validation,
+    :mod:`segforge.inference.postprocessing`) to the label maps, when it has one.
     """
 
     def __init__(
@@ -75,8 +78,11 @@ class Predictor:
         backend: str = "torch",
         mirror_axes: Sequence[int] | None = None,
         bf16: bool = False,
+        postprocessing: bool = True,
     ):
         self.model = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder.open(model_folder)
+        # the model folder's cross-validated postprocessing (postprocessing.json), unless switched off
+        self.postprocessing = Postprocessing.load(self.model.path) if postprocessing else None
         self.plans = self.model.plans
         self.configuration = self.model.configuration
         if backend not in BACKENDS:
@@ -208,8 +214,14 @@ class Predictor:
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()  # the CPU path below
         restored = restore_probabilities(probabilities, properties)
-        labels = probabilities_to_labels(restored)
+        labels = self.postprocess(probabilities_to_labels(restored))
         return labels, (restored if keep_probabilities else None)
+
+    def postprocess(self, labels: np.ndarray) -> np.ndarray:
+        """The cross-validated postprocessing of a label map on the original grid (none: unchanged)."""
+        if self.postprocessing is None or not self.postprocessing.does_something:
+            return labels
+        return self.postprocessing.apply(labels)
 
     def export_extras(self, properties: dict, target) -> None:
         """Called after ``target`` (the label file) was written; subclasses add their own files."""

@@ -63,7 +63,9 @@ def validate_fold(
     cases = [InputCase(name, list(raw_cases[name].image_files), raw.file_ending) for name in val]
 
     out = paths.fold_folder(model.path, fold) / "validation"
-    predictor = create_predictor(model, folds=[str(fold)], checkpoint=checkpoint, device=device, tta=tta)
+    # the raw predictions: postprocessing is decided from them (segforge.workflows.postprocessing)
+    predictor = create_predictor(model, folds=[str(fold)], checkpoint=checkpoint, device=device, tta=tta,
+                                 postprocessing=False)
     reports = predict_cases(predictor, cases, out, log=log)
     predicted = {r.name for r in reports if r.status == "done"}
     pairs, not_predicted = [], []
