@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         from segforge.inference.model import ModelFolder, resolve_model_folder
         from segforge.inference.outputs import prepare_output_folder
         from segforge.inference.pipeline import predict_cases
-        from segforge.inference.registry import create_predictor
+        from segforge.inference.ensemble import chosen_model, create_chosen_predictor
 
         speed = speed_options(args.fast, args.step, args.mirror_axes)
         if args.prefetch < 0:
@@ -139,24 +139,33 @@ def main(argv=None) -> int:
         if execution.num_gpus and args.device not in (None, "cuda"):
             raise InputError(f"--num-gpus puts one model on each GPU; it does not go with --device {args.device}")
         start = time.perf_counter()
-        folder = resolve_model_folder(args.dataset, args.model_folder, args.configuration, args.trainer)
-        model = ModelFolder.open(folder)
+        # with only a dataset named: the model segforge_find_best_configuration chose, when it ran
+        chosen = chosen_model(args.dataset, args.model_folder, args.configuration, args.trainer)
+        if chosen is not None:
+            folders, ensemble = chosen
+            chosen_by = " (best_configuration.json)"
+        else:
+            folders, ensemble, chosen_by = [resolve_model_folder(args.dataset, args.model_folder, args.configuration,
+                                                                 args.trainer)], None, ""
+        model = ModelFolder.open(folders[0])
         cases = discover_cases(args.input, model.plans.num_channels, args.series_uid, args.output_format)
         prepare_output_folder(args.input, args.output, cases)  # before any work: a bad -o is refused at once
         if args.reference and not Path(args.reference).is_dir():
             raise InputError("--reference must be the folder of the true label maps (CASE.nii.gz)", args.reference)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            predictor = create_predictor(model, folds=args.folds, checkpoint=args.checkpoint,
-                                         device=args.device or ("cuda" if execution.num_gpus else None),
-                                         tta=not args.disable_tta, backend=args.backend, bf16=args.bf16,
-                                         postprocessing=args.postprocessing, **speed)
+            predictor = create_chosen_predictor(
+                [model] + folders[1:], ensemble, folds=args.folds, checkpoint=args.checkpoint,
+                device=args.device or ("cuda" if execution.num_gpus else None),
+                tta=not args.disable_tta, backend=args.backend, bf16=args.bf16, postprocessing=args.postprocessing,
+                **speed)
+        folder = " + ".join(str(f) for f in folders) + chosen_by
         predictor.progress = sys.stderr.isatty()
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
         if args.save_locator:
             if not hasattr(predictor, "save_locator"):
-                raise InputError(f"--save-locator needs a cascade model; {folder.name} is not one")
+                raise InputError(f"--save-locator needs a cascade model; {folder} is not one")
             predictor.save_locator = True
         print(f"model {folder} | folds {', '.join(predictor.folds)} | checkpoint {args.checkpoint} | "
               f"device {predictor.device} ({args.backend}{', bf16' if args.bf16 else ''}) | mirroring "

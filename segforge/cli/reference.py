@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "segforge_demo": "segforge.cli.demo",
     "segforge_synthetic": "segforge.cli.synthetic",
     "segforge_export": "segforge.cli.export",
+    "segforge_find_best_configuration": "segforge.cli.find_best_configuration",
 }
 WIDTH = 100  # columns of the rendered usage blocks, whatever the terminal says
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "cli.md"

@@ -2,7 +2,7 @@
 [--patience N] [--device cpu|cuda] [--continue] [--seed S] [--deterministic] [--optimizer sgd|adamw|adam]
 [--lr LR] [--num-workers N] [--augment-on gpu|cpu] [--no-compile] [--num-gpus N] [--logger none|tensorboard|wandb]
 [--mixup none|input|manifold] [--mixup-alpha A] [--pseudo-labels DIR [--pseudo-weight W]]
-[--no-progress-bar] [--no-plots] [--validation-only] [--pretrained-weights CKPT]`.
+[--no-progress-bar] [--no-plots] [--validation-only] [--pretrained-weights CKPT] [--save-probabilities]`.
 
 Trains fold FOLD (0..4 or ``all``) of the plan's default configuration; for a cascade, the
 locator first and then the segmenter. ``--num-gpus N`` starts the command again as N processes
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip predicting and scoring the fold's validation cases after training")
     p.add_argument("--validation-only", action="store_true",
                    help="only predict and score the fold's validation cases with the trained model")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="with the fold validation, also write each case's probabilities (validation/"
+                   "CASE_probabilities.npy): segforge_find_best_configuration scores ensembles from them")
     p.add_argument("--pretrained-weights", default=None, metavar="CKPT",
                    help="fine-tune: start from this checkpoint (every weight whose name and shape match; the output "
                    "head is replaced when the classes differ; same network family only)")
@@ -112,7 +115,8 @@ def main(argv=None) -> int:
         device = str(resolve_device(args.device))
         if args.validation_only:
             # prints its one-line result and writes validation/summary.json
-            validate_fold(segmentation_model_folder(plans, args.configuration), fold, device)
+            validate_fold(segmentation_model_folder(plans, args.configuration), fold, device,
+                          save_probabilities=args.save_probabilities)
             return 0
         options = TrainingOptions(
             epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters=args.val_iters,
@@ -124,7 +128,8 @@ def main(argv=None) -> int:
             pretrained_weights=args.pretrained_weights)
         if args.num_gpus > 1 and not under_launcher():
             return relaunch(plans, args, argv, device)
-        train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate)
+        train_fold(plans, fold, args.configuration, device, options, args.resume, validate=args.validate,
+                   save_probabilities=args.save_probabilities)
         return 0
 
     return run_command(PROG, body)

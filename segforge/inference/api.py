@@ -59,13 +59,19 @@ def load_predictor(
     """The predictor of ``model_folder`` (any folder, or an export folder) or of ``dataset`` under
     ``segforge_results``; ``backend="onnxruntime"`` runs an export folder's ONNX networks;
     ``fast`` takes the step and mirror axes of :data:`~segforge.inference.predictor.FAST_MODE`;
-    ``postprocessing`` applies the model folder's cross-validated ``postprocessing.json``."""
+    ``postprocessing`` applies the model folder's cross-validated ``postprocessing.json``. With only a
+    dataset named, the model ``segforge_find_best_configuration`` chose (``best_configuration.json``:
+    one model folder or an ensemble of several), else the plans' default configuration."""
+    from segforge.inference.ensemble import chosen_model, create_chosen_predictor
     from segforge.inference.predictor import FAST_MODE
 
-    folder = resolve_model_folder(dataset, model_folder, configuration)
     speed = dict(FAST_MODE["options"]) if fast else {"step": step, "mirror_axes": mirror_axes}
-    return create_predictor(ModelFolder.open(folder), folds=folds, checkpoint=checkpoint, device=device,
-                            tta=tta, backend=backend, bf16=bf16, postprocessing=postprocessing, **speed)
+    options = dict(folds=folds, checkpoint=checkpoint, device=device, tta=tta, backend=backend, bf16=bf16, **speed)
+    chosen = chosen_model(dataset, model_folder, configuration)  # best_configuration.json, when nothing is named
+    if chosen is not None:
+        return create_chosen_predictor(*chosen, postprocessing=postprocessing, **options)
+    folder = resolve_model_folder(dataset, model_folder, configuration)
+    return create_predictor(ModelFolder.open(folder), postprocessing=postprocessing, **options)
 
 
 def predict(

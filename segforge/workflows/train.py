@@ -35,9 +35,10 @@ MIN_STAGE_MINUTES = 0.05  # a stage left with less still runs its set-up and a f
 
 def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, device: str | None = None,
                options: TrainingOptions | None = None, resume: bool = False, validate: bool = True,
-               log: Callable[[str], None] = print) -> list[Path]:
+               log: Callable[[str], None] = print, save_probabilities: bool = False) -> list[Path]:
     """Run the training steps of ``configuration`` (default: the plan's) for ``fold``; returns
-    their fold folders in order. With ``validate`` the last step's model is validated."""
+    their fold folders in order. With ``validate`` the last step's model is validated
+    (``save_probabilities``: with the validation cases' probabilities, for ensembles)."""
     options = options or TrainingOptions()
     if options.max_minutes is None and plans.compute is not None and plans.compute.train_minutes is not None:
         options = replace(options, max_minutes=plans.compute.train_minutes)
@@ -76,7 +77,8 @@ def train_fold(plans: Plans, fold: int | str, configuration: str | None = None, 
         start = time.monotonic()
         # under a time budget without test-time mirroring: 1/8 of the time in 3D (--validation-only mirrors)
         mirrored = options.max_minutes is None
-        validate_trained_fold(folders[-1].parent, fold, group.device(resolve_device(device)), log, tta=mirrored)
+        validate_trained_fold(folders[-1].parent, fold, group.device(resolve_device(device)), log, tta=mirrored,
+                              save_probabilities=save_probabilities)
         log(f"fold validation: {time.monotonic() - start:.1f} s (after the training budget"
             + ("" if mirrored else "; without test-time mirroring: segforge_train ... --validation-only mirrors") + ")")
     return folders
@@ -124,10 +126,11 @@ def segmentation_model_folder(plans: Plans, configuration: str | None = None) ->
 
 
 def validate_trained_fold(model_folder: Path, fold: int | str, device: str | None = None,
-                          log: Callable[[str], None] = print, tta: bool = True) -> dict | None:
+                          log: Callable[[str], None] = print, tta: bool = True,
+                          save_probabilities: bool = False) -> dict | None:
     """:func:`validate_fold`; a dataset whose raw cases are gone is reported, not an error."""
     try:
-        return validate_fold(model_folder, fold, device, log=log, tta=tta)
+        return validate_fold(model_folder, fold, device, log=log, tta=tta, save_probabilities=save_probabilities)
     except InputError as exc:
         log(f"fold validation skipped: {exc}")
         return None

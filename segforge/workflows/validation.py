@@ -40,9 +40,12 @@ def validate_fold(
     tta: bool = True,
     tolerance_mm: float = 1.0,
     log: Callable[[str], None] = print,
+    save_probabilities: bool = False,
 ) -> dict:
     """Predict and score fold ``fold``'s validation cases; returns the summary (see
-    :mod:`segforge.evaluation.evaluate`) with ``fold``, ``checkpoint`` and ``model_folder`` added."""
+    :mod:`segforge.evaluation.evaluate`) with ``fold``, ``checkpoint`` and ``model_folder`` added.
+    ``save_probabilities``: also ``CASE_probabilities.npy`` beside each prediction (what ensembles across
+    configurations are scored from, :mod:`segforge.workflows.best_configuration`)."""
     from segforge.data.splits import SPLITS_FILE, fold_cases
 
     model = ModelFolder.open(model_folder)
@@ -66,7 +69,7 @@ def validate_fold(
     # the raw predictions: postprocessing is decided from them (segforge.workflows.postprocessing)
     predictor = create_predictor(model, folds=[str(fold)], checkpoint=checkpoint, device=device, tta=tta,
                                  postprocessing=False)
-    reports = predict_cases(predictor, cases, out, log=log)
+    reports = predict_cases(predictor, cases, out, save_probabilities=save_probabilities, log=log)
     predicted = {r.name for r in reports if r.status == "done"}
     pairs, not_predicted = [], []
     for case in cases:
