@@ -40,7 +40,9 @@ class CaseReport:
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    """How a worker builds its predictor (plain data: it travels to worker processes and Ray actors)."""
+    """How a worker builds its predictor (plain data: it travels to worker processes and Ray actors).
+    An ensemble across configurations (:class:`~segforge.inference.ensemble.EnsemblePredictor`) is
+    ``model_folder`` plus ``other_model_folders`` and the ``ensemble_folder`` of its postprocessing."""
 
     model_folder: str
     folds: tuple[str, ...] | None = None
@@ -52,24 +54,39 @@ class PredictorSpec:
     mirror_axes: tuple[int, ...] | None = None
     bf16: bool = False
     options: dict = field(default_factory=dict)  # attributes set after loading, e.g. {"save_locator": True}
+    postprocessing: bool = True
+    other_model_folders: tuple[str, ...] = ()
+    ensemble_folder: str | None = None
 
     @classmethod
-    def of(cls, predictor: Predictor) -> "PredictorSpec":
-        options = {"save_locator": True} if getattr(predictor, "save_locator", False) else {}
+    def of(cls, predictor) -> "PredictorSpec":
         import torch
 
-        return cls(str(predictor.model.path), tuple(predictor.folds), predictor.checkpoint, predictor.device.type,
-                   predictor.tta, predictor.step, predictor.backend,
-                   tuple(predictor.mirror_axes) if predictor.tta else None,
-                   getattr(predictor, "amp_dtype", None) == torch.bfloat16, options)
+        members = getattr(predictor, "members", None)  # an ensemble: its members share these options
+        first = members[0] if members else predictor
+        options = {"save_locator": True} if getattr(predictor, "save_locator", False) else {}
+        ensemble = {}
+        if members:
+            folder = predictor.folder
+            ensemble = dict(other_model_folders=tuple(str(m.model.path) for m in members[1:]),
+                            ensemble_folder=str(folder) if folder is not None else None)
+        return cls(str(first.model.path), tuple(first.folds), first.checkpoint, first.device.type,
+                   first.tta, first.step, first.backend, tuple(first.mirror_axes) if first.tta else None,
+                   getattr(first, "amp_dtype", None) == torch.bfloat16, options,
+                   postprocessing=predictor.postprocessing is not None, **ensemble)
 
     def load(self, device: str | None = None) -> Predictor:
-        from segforge.inference.model import ModelFolder
-        from segforge.inference.registry import create_predictor
+        from pathlib import Path
 
-        predictor = create_predictor(ModelFolder.open(self.model_folder), folds=self.folds, checkpoint=self.checkpoint,
-                                     device=device or self.device, tta=self.tta, step=self.step, backend=self.backend,
-                                     mirror_axes=self.mirror_axes, bf16=self.bf16)
+        from segforge.inference.ensemble import create_chosen_predictor
+        from segforge.inference.model import ModelFolder
+
+        folders = [ModelFolder.open(self.model_folder)] + [Path(f) for f in self.other_model_folders]
+        predictor = create_chosen_predictor(
+            folders, Path(self.ensemble_folder) if self.ensemble_folder else None,
+            postprocessing=self.postprocessing, folds=self.folds, checkpoint=self.checkpoint,
+            device=device or self.device, tta=self.tta, step=self.step, backend=self.backend,
+            mirror_axes=self.mirror_axes, bf16=self.bf16)
         for name, value in self.options.items():
             setattr(predictor, name, value)
         return predictor

@@ -130,3 +130,24 @@ def test_predict_uses_the_chosen_ensemble(folders, capsys):
     np.testing.assert_allclose(outputs["ensemble"][1], mean, atol=2e-3)
     clear = np.abs(mean[1] - mean[0]) > 1e-2
     np.testing.assert_array_equal(outputs["ensemble"][0][clear], mean.argmax(0)[clear])
+
+
+def test_worker_processes_build_the_chosen_ensemble_and_keep_no_postprocessing(folders):
+    """What travels to worker processes (PredictorSpec) rebuilds the ensemble with its members and its
+    postprocessing folder, and --no-postprocessing stays off there."""
+    from segforge.inference.ensemble import EnsemblePredictor, chosen_model, create_chosen_predictor
+    from segforge.inference.pipeline import PredictorSpec
+
+    model_2d, model_3d = _constructed(folders)
+    find_best_configuration(986, log=lambda *_: None)
+    ensemble = create_chosen_predictor(*chosen_model(986), device="cpu", tta=False)
+    rebuilt = PredictorSpec.of(ensemble).load()
+    assert isinstance(rebuilt, EnsemblePredictor)
+    assert [m.model.path for m in rebuilt.members] == [model_2d, model_3d]
+    assert rebuilt.folder == ensemble.folder and rebuilt.postprocessing is not None
+    assert all(m.postprocessing is None for m in rebuilt.members)  # only the ensemble's decision applies
+
+    single = create_chosen_predictor([model_3d], None, device="cpu", tta=False, postprocessing=False)
+    assert PredictorSpec.of(single).load().postprocessing is None  # 3d has a postprocessing.json: not applied
+    assert PredictorSpec.of(create_chosen_predictor([model_3d], None, device="cpu", tta=False)
+                            ).load().postprocessing.foreground_largest_component
