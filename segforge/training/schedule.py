@@ -7,8 +7,9 @@ collapse to the all-zero map). The learning rate follows
 ``lr = initial_lr * (1 - step / total_steps) ** 0.9``, updated every iteration. Under a
 time budget (``--max-minutes``) the locator trainer shortens ``total_steps`` after every
 epoch to the steps that still fit (:meth:`PolyLRSchedule.fit_to_time`), so its rate reaches
-zero when the time runs out. The segmentation trainer does not: with SGD and momentum 0.99,
-decaying over an 8-minute CPU budget cost the small classes dearly (docs/training.md).
+zero when the time runs out. The segmentation trainer does not decay over a budget, and its
+SGD uses momentum 0.9 there instead of 0.99: measured, decaying lost the small classes with
+either momentum, and 0.9 learned them sooner (docs/planning.md "The learning rate over a budget").
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ OPTIMIZERS: dict[str, OptimizerDefaults] = {
 
 
 def build_optimizer(params, name: str, initial_lr: float | None = None,
-                    weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """The optimiser ``name`` (``"sgd"``, ``"adamw"`` or ``"adam"``) with its defaults unless overridden."""
+                    weight_decay: float | None = None, momentum: float = 0.99) -> torch.optim.Optimizer:
+    """The optimiser ``name`` (``"sgd"``, ``"adamw"`` or ``"adam"``) with its defaults unless overridden
+    (``momentum``: SGD's Nesterov momentum)."""
     defaults = look_up(name, OPTIMIZERS, "optimizer")
     lr = defaults.initial_lr if initial_lr is None else float(initial_lr)
     wd = defaults.weight_decay if weight_decay is None else float(weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
@@ -52,22 +54,29 @@ def build_optimizer(params, name: str, initial_lr: float | None = None,
 class PolyLRSchedule:
     """``initial_lr * (1 - step / total_steps) ** exponent``, written into the optimiser at every :meth:`step`.
 
+    With ``hold`` h > 0 the rate stays at ``initial_lr`` for the first h of the steps and then
+    decays as ``initial_lr * ((1 - progress) / (1 - h)) ** exponent`` (h 0.8, exponent 1: the
+    "warm-up, stable, decay" schedule, linear to zero over the last 20 %).
     The state is plain numbers, so it sits in a ``weights_only`` checkpoint; resuming sets
     the same step and therefore the same learning rate as an uninterrupted run.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, total_steps: int, exponent: float = 0.9):
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, total_steps: int, exponent: float = 0.9,
+                 hold: float = 0.0):
         self.optimizer = optimizer
         self.initial_lr = float(initial_lr)
         self.total_steps = max(1, int(total_steps))
         self.planned_steps = self.total_steps  # the decay never ends later than this
         self.exponent = float(exponent)
+        self.hold = float(hold)
         self.step_count = 0
         self._apply()
 
     def lr_at(self, step: int) -> float:
         progress = min(max(step, 0), self.total_steps) / self.total_steps
-        return self.initial_lr * (1.0 - progress) ** self.exponent
+        if progress < self.hold:
+            return self.initial_lr
+        return self.initial_lr * ((1.0 - progress) / (1.0 - self.hold)) ** self.exponent
 
     @property
     def lr(self) -> float:

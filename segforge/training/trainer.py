@@ -103,6 +103,8 @@ class Trainer:
     higher_is_better = False
     refused_options: dict[str, str] = {}  # TrainingOptions field -> why this trainer cannot honour it
     lr_spans_time_budget = False  # under --max-minutes, end the learning-rate decay when the time runs out
+    budget_momentum = 0.99  # SGD's momentum under --max-minutes (without a budget always 0.99)
+    budget_decay = (0.0, 0.9)  # under --max-minutes: (share of the steps held at the initial rate, decay exponent)
     compile_backend = "inductor"  # torch.compile's backend (tests use "eager": the wrapping without the compiler)
 
     def __init__(self, plans: Plans, configuration_name: str, fold: int | str, output_folder: str | Path | None = None,
@@ -176,8 +178,12 @@ class Trainer:
         optimizer = o.optimizer or self.default_optimizer
         defaults = look_up(optimizer, OPTIMIZERS, "optimizer")
         self.initial_lr = o.initial_lr if o.initial_lr is not None else defaults.initial_lr
-        self.optimizer = build_optimizer(self.network.parameters(), optimizer, self.initial_lr, o.weight_decay)
-        self.schedule = PolyLRSchedule(self.optimizer, self.initial_lr, o.epochs * self.iters_per_epoch)
+        self.momentum = self.budget_momentum if self.budget is not None else 0.99
+        self.optimizer = build_optimizer(self.network.parameters(), optimizer, self.initial_lr, o.weight_decay,
+                                         momentum=self.momentum)
+        hold, exponent = self.budget_decay if self.budget is not None and self.lr_spans_time_budget else (0.0, 0.9)
+        self.schedule = PolyLRSchedule(self.optimizer, self.initial_lr, o.epochs * self.iters_per_epoch, exponent,
+                                       hold)
         self.amp_dtype = autocast_dtype(self.device)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.setup()
@@ -607,6 +613,7 @@ class Trainer:
                     "compile": self.compiled, "processes": self.dist.world_size,
                     "batch_size": self.configuration.batch_size,
                     "optimizer": self.options.optimizer or self.default_optimizer, "initial_lr": self.initial_lr,
+                    "sgd_momentum": self.momentum,
                     "precision": dtype_name(self.amp_dtype), **{k: v for k, v in self.options.to_dict().items()
                                                                 if k not in ("optimizer", "initial_lr", "augment_on", "compile")},
                     **({"pretrained": self.pretrained} if self.pretrained else {})})

@@ -84,3 +84,14 @@ def test_the_time_left_as_the_progress_bar_shows_it():
 
     assert [clock_text(s) for s in (0, 59.9, 61, 3599, 3600, 3725, -3)] == \
         ["0:00", "0:59", "1:01", "59:59", "1:00:00", "1:02:05", "0:00"]
+
+
+def test_a_held_then_linear_schedule():
+    """hold 0.8, exponent 1 over 10 steps: 1.0 for steps 0-7, then (1 - s/10) / 0.2: 0.5 at 9, 0 at 10."""
+    import torch
+
+    from segforge.training.schedule import PolyLRSchedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    s = PolyLRSchedule(opt, 1.0, 10, exponent=1.0, hold=0.8)
+    assert [round(s.lr_at(i), 9) for i in (0, 7, 8, 9, 10)] == [1.0, 1.0, 1.0, 0.5, 0.0]

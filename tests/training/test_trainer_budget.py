@@ -65,6 +65,9 @@ def test_training_stops_within_one_iteration_of_the_budget_with_sized_epochs(tmp
     assert any(line.startswith("time budget: stopping after epoch 5") for line in lines), lines
     assert any(line.startswith("training: 30 iterations in 0.50 of 0.5 minutes") for line in lines)
     assert (t.output_folder / "checkpoint_final.pt").is_file()
+    # under a budget: momentum 0.9 and no decay over it (the poly schedule spans 1000 x 250 iterations)
+    assert t.optimizer.param_groups[0]["momentum"] == 0.9
+    assert t.history.column("lr")[5] == pytest.approx(0.01 * (1 - 25 / 250_000) ** 0.9)
 
 
 def test_the_last_epoch_is_cut_in_the_middle(tmp_path, fake_budget_clock):
