@@ -102,7 +102,7 @@ def test_plan_only_and_verify_only(raw, recorders, tmp_path):
 def test_requested_configurations_are_preprocessed(raw, recorders):
     plan_and_preprocess(901, num_processes=1, configurations=["2d", "3d_fullres"], log=lambda _: None)
     assert recorders["preprocess"][0][1] == ["2d", "3d_fullres"]
-    with pytest.raises(InputError, match="planned: 2d, 3d_fullres"):
+    with pytest.raises(InputError, match="planned: 2d, 2.5d, 3d_fullres"):
         plan_and_preprocess(901, num_processes=1, configurations=["3d_lowres"], log=lambda _: None)
 
 

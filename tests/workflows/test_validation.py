@@ -24,7 +24,8 @@ def test_validate_fold_writes_predictions_and_summary(folders, model_folder):
 
     summary = validate_fold(model_folder, 0, device="cpu", tta=False, log=lambda line: None)
     out = model_folder / "fold_0" / "validation"
-    assert sorted(p.name for p in out.iterdir()) == ["case_1.nii.gz", "case_2.nii.gz", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["case_1.nii.gz", "case_2.nii.gz", "predictions.json",
+                                                         "summary.json"]  # predictions.json: the manifest
     assert [c["case"] for c in summary["cases"]] == ["case_1", "case_2"]
     assert summary["labels"] == [1] and summary["fold"] == "0"
     on_disk = json.loads((out / "summary.json").read_text())
