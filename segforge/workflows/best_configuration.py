@@ -2,7 +2,7 @@
 
 What ``segforge_find_best_configuration ID`` runs (nnU-Net's ``find_best_configuration``):
 
-1. **candidates**: every trained segmentation configuration of the dataset (``2d``,
+1. **candidates**: every trained segmentation configuration of the dataset (``2d``, ``2.5d``,
    ``3d_fullres``, ``cascade_fullres``; one model folder each) whose folds were all validated
    (``fold_K/validation/summary.json``, written after training); the others are listed as
    skipped with the reason;
@@ -50,7 +50,7 @@ from segforge.workflows.postprocessing import decide_postprocessing, determine_p
 
 __all__ = ["find_best_configuration", "format_best_table"]
 
-CONFIGURATION_ORDER = ("2d", "3d_fullres", "cascade_fullres")
+CONFIGURATION_ORDER = ("2d", "2.5d", "3d_fullres", "cascade_fullres")
 METRIC = ("mean Dice per label over every cross-validation case (each predicted by the fold that did not train on it), "
           "then the mean over labels (foreground mean); both-empty cases left out")
 
