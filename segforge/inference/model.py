@@ -18,6 +18,7 @@ from pathlib import Path
 from segforge import paths
 from segforge.errors import InputError
 from segforge.io.checkpoint import load_checkpoint as load_training_checkpoint
+from segforge.io.checkpoint import plain_state_dict
 from segforge.paths import CHECKPOINT_NAMES
 from segforge.planning.plans import Configuration, Plans
 
@@ -159,16 +160,6 @@ def _load_safetensors(path: Path) -> dict:
 
     check_network_state(state, path)
     return {"network_state": state, "configuration": meta.get("configuration")}
-
-
-def plain_state_dict(state: dict) -> dict:
-    """Keys without the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(("_orig_mod.", "module.")):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
 
 
 def read_export_description(folder: str | os.PathLike) -> dict | None:

@@ -20,7 +20,7 @@ import torch
 from segforge.errors import InputError
 from segforge.io.atomic import temporary_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_network_state", "fold_plans_versions"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_network_state", "plain_state_dict", "fold_plans_versions"]
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
@@ -72,6 +72,16 @@ def check_network_state(state, path) -> None:
         raise InputError(f"checkpoint holds {total} NaN/infinite weights in {len(bad)} tensor(s) (first: {bad[0][0]}): "
                          "the model is damaged (a diverged training run or a corrupted file); use another checkpoint "
                          "or train again", path)
+
+
+def plain_state_dict(state: dict) -> dict:
+    """Keys without the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(("_orig_mod.", "module.")):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
 
 
 def fold_plans_versions(model_folder: str | os.PathLike) -> dict[str, str | None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from segforge.errors import InputError
-from segforge.io.checkpoint import load_checkpoint
+from segforge.io.checkpoint import load_checkpoint, plain_state_dict
 from segforge.planning.plans import Configuration, Plans
 
 __all__ = ["PretrainedReport", "load_pretrained_weights", "checkpoint_configuration"]
@@ -60,16 +60,6 @@ def checkpoint_configuration(checkpoint: dict, path) -> Configuration:
                          f"{exc}); use a checkpoint written by segforge_train", path) from None
 
 
-def _plain(state: dict) -> dict:
-    """Names without the prefixes of ``torch.compile`` (``_orig_mod.``) and DDP (``module.``)."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(("_orig_mod.", "module.")):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
 def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike,
                             configuration: Configuration) -> PretrainedReport:
     """Copy into ``network`` (built for ``configuration``) every tensor of the checkpoint at ``path``
@@ -89,7 +79,7 @@ def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike,
     if theirs.dims != ours.dims:
         raise InputError(f"the checkpoint holds a {theirs.dims}D network ({theirs.name}); {ours.name} trains a "
                          f"{ours.dims}D one: fine-tune from a checkpoint of the same dimensions", path)
-    source = _plain(checkpoint["network_state"])
+    source = plain_state_dict(checkpoint["network_state"])
     target = network.state_dict()
     report = PretrainedReport(str(path))
     update = {}
