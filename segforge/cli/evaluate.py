@@ -19,13 +19,25 @@ from segforge.cli._runner import CommandParser, run_command
 PROG = "segforge_evaluate"
 
 
+def _label_or_region(text: str):
+    """``"2"`` -> 2; ``"1,2,3"`` -> [1, 2, 3] (a region)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label value or comma-separated values") from None
+    return values[0] if len(values) == 1 else values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog=PROG, description="Score predicted label maps against references: "
                                      "Dice, IoU, HD95 (mm) and surface Dice per case and label.")
     parser.add_argument("-ref", "--reference", required=True, help="folder of reference label files")
     parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label files (same names)")
-    parser.add_argument("-l", "--labels", type=int, nargs="+", default=None,
-                        help="label values to score (default: every non-zero value found)")
+    parser.add_argument("-l", "--labels", type=_label_or_region, nargs="+", default=None,
+                        help="label values to score (default: every non-zero value found); a region is its values "
+                        "joined by commas, e.g. 1,2,3")
+    parser.add_argument("--ignore-label", type=int, default=None,
+                        help="reference voxels of this value are left out of every metric (partially annotated cases)")
     parser.add_argument("-o", "--output", default=None, help="summary JSON (default: PRED/summary.json)")
     parser.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
     parser.add_argument("-np", "--num-processes", type=int, default=None,
@@ -67,7 +79,7 @@ def main(argv=None) -> int:
             check_writable_folder(args.pictures, "folder of --pictures")
             image_of = images_in_folder(args.images) if args.images else None
         summary = evaluate_folders(args.reference, args.prediction, args.labels, args.tolerance,
-                                   execution=execution)
+                                   execution=execution, ignore_label=args.ignore_label)
         save_summary(summary, output)
         names = _label_names(Path(args.reference), Path(args.prediction))
         print(format_table(summary, names))

@@ -1,6 +1,6 @@
 """`segforge_plan_and_preprocess -d ID [-np N] [--device cpu|cuda] [--gpu-memory-gb G] [--train-minutes M]
 [--recalibrate] [-c CONFIG ...] [--plan-only] [--verify] [--spacing Z Y X] [--patch-size Z Y X] [--batch-size B]
-[--default-configuration NAME] [--network NAME] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
+[--default-configuration NAME] [--network NAME] [--labels NAME ...] [--executor local|ray] [--ray-address ADDR] [--part I --num-parts N]`.
 
 Verify the raw dataset, extract its fingerprint, plan, and preprocess the planned default
 configuration (with what it needs: the cascade's locator). The steps are
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", default=None, metavar="NAME",
                         help=f"network of the segmentation configurations: {', '.join(sorted(NETWORK_FAMILIES))} "
                         "(default unet; recorded in plans.json with why)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                        help="train on these labels (dataset.json names) only; the others become background "
+                        "(recorded in plans.json: labels, dropped_labels, why.labels)")
     add_execution_arguments(parser)
     return parser
 
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             default_configuration=args.default_configuration,
             network=args.network,
+            labels=tuple(args.labels) if args.labels else None,
         )
         plan_and_preprocess(
             args.dataset,

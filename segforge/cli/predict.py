@@ -104,8 +104,10 @@ def _score_against_reference(reference, output, cases, plans) -> None:
         case = by_name.get(name)
         return None if case is None else read_case(case)[0][0]
 
-    names = {v: k for k, v in plans.labels.items() if v != 0}
-    score_and_draw(reference, output, Path(output) / "pictures", image_of, labels=sorted(names), label_names=names)
+    scheme = plans.label_scheme  # labels or regions; the ignore label's voxels are not scored
+    names = {v: k for k, v in scheme.classes if v != 0}
+    score_and_draw(reference, output, Path(output) / "pictures", image_of, labels=scheme.targets, label_names=names,
+                   ignore_label=scheme.ignore_label)
 
 
 def _axes(axes) -> str:

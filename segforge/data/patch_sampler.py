@@ -146,7 +146,11 @@ class PatchSampler:
 
     Subclasses change where patches go by overriding :meth:`choose_lower_corner` (for
     example a cascade segmenter that crops around the object's centroid with jitter).
+    ``foreground_labels`` (None: every label) limits foreground patches to those label values
+    (not the ignore label, not labels dropped by a label subset).
     """
+
+    foreground_labels: list[int] | None = None
 
     def __init__(self, store: CaseStore, cases: list[str], patch_size, batch_size: int,
                  sample_size=None, oversample_foreground: float = FOREGROUND_FRACTION, input_slices: int = 1,
@@ -261,10 +265,11 @@ class PatchSampler:
             patch_lo = np.array([rng.randint(a, b + 1) for a, b in zip(lo_min, lo_max)])
         return patch_lo - margin
 
-    @staticmethod
-    def _foreground_point(props: dict, rng) -> np.ndarray | None:
+    def _foreground_point(self, props: dict, rng) -> np.ndarray | None:
         """A random sampled voxel (z, y, x) of a random class present in the case, or None."""
         locations = props["class_locations"]
+        if self.foreground_labels is not None:
+            locations = {k: v for k, v in locations.items() if k in self.foreground_labels}
         if not locations:
             return None
         labels = sorted(locations)

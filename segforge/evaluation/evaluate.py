@@ -32,6 +32,7 @@ from segforge.evaluation.metrics import class_metrics
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 from segforge.io.atomic import write_text_atomic
 from segforge.io.image import IMAGE_ENDINGS, is_image_file, read_label, split_ending
+from segforge.io.labels import target_key, target_name
 
 __all__ = [
     "METRICS",
@@ -70,12 +71,15 @@ def label_files(folder: str | os.PathLike) -> dict[str, Path]:
 def evaluate_case(
     reference_file: str | os.PathLike,
     prediction_file: str | os.PathLike,
-    labels: Sequence[int] | None = None,
+    labels: Sequence | None = None,
     tolerance_mm: float = 1.0,
+    ignore_label: int | None = None,
 ) -> dict:
     """Metrics of one case: ``{"metrics": {label: {...}}}`` or ``{"geometry_mismatch": text}``.
 
-    ``labels`` None: every non-zero value in either file. Raises :class:`InputError` when a
+    ``labels`` None: every non-zero value in either file. A label may be a region: a list of values
+    (scored as the mask of all of them, keyed ``"1,2,3"``). ``ignore_label``: reference voxels of that
+    value are left out of every mask (partially annotated cases). Raises :class:`InputError` when a
     file cannot be read or is not a label map (non-integer values are refused, not rounded).
     """
     reference, ref_geometry = read_label(reference_file)
@@ -84,23 +88,35 @@ def evaluate_case(
         return {"geometry_mismatch": ref_geometry.describe_difference(pred_geometry)}
     if labels is None:
         labels = sorted((set(np.unique(reference).tolist()) | set(np.unique(prediction).tolist())) - {0})
+        labels = [v for v in labels if v != ignore_label]
+    valid = None if ignore_label is None else reference != ignore_label
     metrics = {}
     for label in labels:
-        metrics[str(int(label))] = class_metrics(
-            reference == label, prediction == label, ref_geometry.spacing, tolerance_mm
-        )
+        ref_mask, pred_mask = _mask(reference, label), _mask(prediction, label)
+        if valid is not None:
+            ref_mask, pred_mask = ref_mask & valid, pred_mask & valid
+        metrics[target_key(label)] = class_metrics(ref_mask, pred_mask, ref_geometry.spacing, tolerance_mm)
     return {"metrics": metrics}
+
+
+def _mask(label_map: np.ndarray, label) -> np.ndarray:
+    """The voxels of a label value, or of any value of a region (a list of values)."""
+    if isinstance(label, (list, tuple)):
+        return np.isin(label_map, [int(v) for v in label])
+    return label_map == int(label)
 
 
 def evaluate_folders(
     reference_folder: str | os.PathLike,
     prediction_folder: str | os.PathLike,
-    labels: Sequence[int] | None = None,
+    labels: Sequence | None = None,
     tolerance_mm: float = 1.0,
     num_processes: int = 1,
     execution: ExecutionSettings | None = None,
+    ignore_label: int | None = None,
 ) -> dict:
     """Score every reference case that has a prediction; the summary dict (module docstring).
+    Labels (values or regions) and ``ignore_label`` as in :func:`evaluate_case`.
 
     ``execution``: executor and workers (default: ``num_processes`` local processes).
 
@@ -116,7 +132,7 @@ def evaluate_folders(
     pairs = [(case, references[case], predictions[case]) for case in references if case in predictions]
     missing = sorted(case for case in references if case not in predictions)
     extra = sorted(case for case in predictions if case not in references)
-    summary = evaluate_pairs(pairs, labels, tolerance_mm, num_processes, missing, execution)
+    summary = evaluate_pairs(pairs, labels, tolerance_mm, num_processes, missing, execution, ignore_label)
     summary.update(
         reference_folder=str(Path(reference_folder).absolute()),
         prediction_folder=str(Path(prediction_folder).absolute()),
@@ -127,18 +143,21 @@ def evaluate_folders(
 
 def evaluate_pairs(
     pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]],
-    labels: Sequence[int] | None = None,
+    labels: Sequence | None = None,
     tolerance_mm: float = 1.0,
     num_processes: int = 1,
     missing: Sequence[str] = (),
     execution: ExecutionSettings | None = None,
+    ignore_label: int | None = None,
 ) -> dict:
     """Score ``(case, reference_file, prediction_file)`` triples; the summary dict (module docstring).
 
-    ``missing`` names cases without a prediction (listed, not scored). Raises
-    :class:`InputError` (one line: the first reason, and how many more) when no case could be scored.
+    ``missing`` names cases without a prediction (listed, not scored). Labels and ``ignore_label``
+    as in :func:`evaluate_case`. Raises :class:`InputError` (one line: the first reason, and how
+    many more) when no case could be scored.
     """
-    results = _run(pairs, labels, tolerance_mm, execution or ExecutionSettings(workers=max(1, int(num_processes))))
+    results = _run(pairs, labels, tolerance_mm, execution or ExecutionSettings(workers=max(1, int(num_processes))),
+                   ignore_label)
     cases, mismatches, unreadable = [], [], []
     for (case, ref, pred), result in zip(pairs, results):
         if "error" in result:
@@ -148,13 +167,17 @@ def evaluate_pairs(
         else:
             cases.append({"case": case, "reference": str(ref), "prediction": str(pred), "metrics": result["metrics"]})
 
-    all_labels = sorted({int(k) for c in cases for k in c["metrics"]}) if labels is None else [int(v) for v in labels]
+    if labels is None:
+        all_labels = sorted({int(k) for c in cases for k in c["metrics"]})
+    else:
+        all_labels = [[int(x) for x in v] if isinstance(v, (list, tuple)) else int(v) for v in labels]
     for c in cases:  # a label absent from both files of a case: both empty
         for label in all_labels:
-            c["metrics"].setdefault(str(label), _both_empty())
+            c["metrics"].setdefault(target_key(label), _both_empty())
 
     summary = {
         "labels": all_labels,
+        "ignore_label": ignore_label,
         "tolerance_mm": float(tolerance_mm),
         "cases": cases,
         "mean": _means(cases, all_labels),
@@ -188,13 +211,13 @@ def format_table(summary: dict, label_names: dict[int, str] | None = None) -> st
     lines = [header, "-" * len(header)]
     for c in summary["cases"]:
         for label in summary["labels"]:
-            values = c["metrics"][str(label)]
-            lines.append(f"{c['case'][:24]:<24} {names.get(label, str(label))[:14]:<14} "
+            values = c["metrics"][target_key(label)]
+            lines.append(f"{c['case'][:24]:<24} {_name(names, label)[:14]:<14} "
                          + " ".join(_fmt(values.get(m)) for m in METRICS))
     lines.append("-" * len(header))
     for label in summary["labels"]:
-        values = summary["mean"][str(label)]
-        lines.append(f"{'mean':<24} {names.get(label, str(label))[:14]:<14} "
+        values = summary["mean"][target_key(label)]
+        lines.append(f"{'mean':<24} {_name(names, label)[:14]:<14} "
                      + " ".join(_fmt(values.get(m)) for m in METRICS))
     fg = summary["foreground_mean"]
     lines.append(f"{'mean':<24} {'foreground':<14} " + " ".join(_fmt(fg.get(m)) for m in METRICS))
@@ -207,12 +230,16 @@ def format_table(summary: dict, label_names: dict[int, str] | None = None) -> st
     return "\n".join(lines)
 
 
-def _run(pairs, labels, tolerance_mm, execution: ExecutionSettings) -> list[dict]:
+def _name(names: dict, label) -> str:
+    return target_name(names, label)
+
+
+def _run(pairs, labels, tolerance_mm, execution: ExecutionSettings, ignore_label=None) -> list[dict]:
     """One result per pair, in order; a case whose scoring failed is reported as unreadable."""
     if execution.part is not None:
         raise InputError("the evaluation summary needs every case: run it without --part")
-    tasks = [CaseTask(case, (str(ref), str(pred), None if labels is None else list(labels), tolerance_mm))
-             for case, ref, pred in pairs]
+    tasks = [CaseTask(case, (str(ref), str(pred), None if labels is None else list(labels), tolerance_mm,
+                             ignore_label)) for case, ref, pred in pairs]
     summary = run_cases(CaseStage("evaluation", _evaluate_task), tasks, execution, progress=False, log=None)
     results = []
     for (case, ref, pred), outcome in zip(pairs, summary.outcomes):
@@ -224,9 +251,9 @@ def _evaluate_task(context, payload) -> dict:
     return _safe_case(*payload)
 
 
-def _safe_case(ref: str, pred: str, labels, tolerance_mm: float) -> dict:
+def _safe_case(ref: str, pred: str, labels, tolerance_mm: float, ignore_label=None) -> dict:
     try:
-        return evaluate_case(ref, pred, labels, tolerance_mm)
+        return evaluate_case(ref, pred, labels, tolerance_mm, ignore_label)
     except InputError as exc:
         return {"error": str(exc).split(": ", 1)[-1] if exc.path else str(exc), "file": exc.path or pred}
 
@@ -242,12 +269,12 @@ def _means(cases: list[dict], labels: list[int]) -> dict:
     for label in labels:
         entry, counts = {}, {}
         for m in METRICS:
-            values = [c["metrics"][str(label)][m] for c in cases]
+            values = [c["metrics"][target_key(label)][m] for c in cases]
             values = [v for v in values if v is not None and not math.isnan(v)]
             entry[m] = float(np.mean(values)) if values else float("nan")
             counts[m] = len(values)
         entry["n_cases"] = counts
-        out[str(label)] = entry
+        out[target_key(label)] = entry
     return out
 
 

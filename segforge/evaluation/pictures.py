@@ -21,6 +21,7 @@ import numpy as np
 
 from segforge.errors import InputError
 from segforge.io.image import is_image_file, read_image, read_label, split_ending
+from segforge.io.labels import target_name
 
 __all__ = ["choose_structure_slices", "draw_case_picture", "case_title", "draw_test_pictures", "images_in_folder",
            "score_and_draw"]
@@ -103,11 +104,11 @@ def case_title(case: str, metrics: dict, label_names: dict[int, str] | None = No
     from both files (Dice undefined) are left out."""
     names = label_names or {}
     parts, values = [], []
-    for label, m in sorted(metrics.items(), key=lambda kv: int(kv[0])):
+    for label, m in sorted(metrics.items(), key=lambda kv: [int(v) for v in kv[0].split(",")]):
         dice = m.get("dice")
         if dice is None or (isinstance(dice, float) and math.isnan(dice)):
             continue
-        parts.append(f"{names.get(int(label), f'label {label}')} {dice:.3f}")
+        parts.append(f"{target_name(names, label, f'label {label}')} {dice:.3f}")
         values.append(dice)
     if not parts:
         return f"{case}: no structure in truth or prediction"
@@ -163,13 +164,15 @@ def images_in_folder(folder: str | os.PathLike) -> ImageLoader:
 def score_and_draw(reference_folder: str | os.PathLike, prediction_folder: str | os.PathLike,
                    pictures_folder: str | os.PathLike, image_of: ImageLoader | None = None, labels=None,
                    label_names: dict[int, str] | None = None, summary_file: str | os.PathLike | None = None,
-                   num_processes: int = 1, log: Callable[[str], None] = print) -> dict:
+                   num_processes: int = 1, log: Callable[[str], None] = print, ignore_label: int | None = None
+                   ) -> dict:
     """Evaluate ``prediction_folder`` against ``reference_folder`` (``summary.json`` to ``summary_file``,
     default beside the predictions), print the table, draw :func:`draw_test_pictures` into
     ``pictures_folder``; returns the summary. What ``segforge_predict --reference`` runs."""
     from segforge.evaluation.evaluate import evaluate_folders, format_table, save_summary
 
-    summary = evaluate_folders(reference_folder, prediction_folder, labels, num_processes=num_processes)
+    summary = evaluate_folders(reference_folder, prediction_folder, labels, num_processes=num_processes,
+                               ignore_label=ignore_label)
     summary_file = Path(summary_file) if summary_file else Path(prediction_folder) / "summary.json"
     save_summary(summary, summary_file)
     log(format_table(summary, label_names))

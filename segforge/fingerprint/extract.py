@@ -52,7 +52,7 @@ def extract_fingerprint(ds: RawDataset, num_processes: int = 2, progress: bool =
     settings = execution or ExecutionSettings(workers=max(1, int(num_processes)))
     if settings.part is not None:
         raise InputError("the fingerprint needs every case: run it without --part")
-    label_values = sorted(set(int(v) for v in ds.labels.values()))
+    label_values = ds.label_values  # plain labels, the regions' values and the ignore label
     tasks = []
     for case in cases:
         if case.label_file is None:
@@ -66,7 +66,7 @@ def extract_fingerprint(ds: RawDataset, num_processes: int = 2, progress: bool =
 
     entries = [entry for entry, _ in results]
     pooled = np.concatenate([samples for _, samples in results], axis=1)
-    return {
+    fingerprint = {
         "dataset_name": ds.name,
         "channel_names": dict(ds.channel_names),
         "labels": dict(ds.labels),
@@ -74,6 +74,9 @@ def extract_fingerprint(ds: RawDataset, num_processes: int = 2, progress: bool =
         "intensity": [intensity_stats(pooled[c]) for c in range(pooled.shape[0])],
         "summary": summarize_cases(entries),
     }
+    if ds.label_scheme.regions_class_order is not None:  # region-based labels (segforge.io.labels)
+        fingerprint["regions_class_order"] = list(ds.label_scheme.regions_class_order)
+    return fingerprint
 
 
 def summarize_cases(cases: list[dict]) -> dict:

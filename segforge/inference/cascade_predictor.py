@@ -165,7 +165,7 @@ class CascadePredictor(Predictor):
         crop = crop_with_padding(data, box, pad_value=0.0)
         crop_probabilities = super().predict_preprocessed(crop, properties).cpu().numpy()
         full = np.zeros((self.num_classes, *shape), dtype=np.float32)
-        full[0] = 1.0
+        full[0] = 0.0 if self.labels.is_regions else 1.0  # outside the crop: background (regions: none)
         paste_crop(crop_probabilities, box, full)
         result.update(crop_box=box, centroid_voxel=centre)
         properties["cascade_result"] = result

@@ -24,7 +24,7 @@ import numpy as np
 
 from segforge import paths
 from segforge.errors import InputError
-from segforge.inference.export import probabilities_to_labels, restore_probabilities
+from segforge.inference.export import restore_probabilities
 from segforge.inference.postprocessing import Postprocessing
 
 __all__ = ["BEST_CONFIGURATION_FILE", "ENSEMBLES_FOLDER", "EnsemblePredictor", "read_best_configuration",
@@ -128,10 +128,10 @@ class EnsemblePredictor:
         """``(labels (Z, Y, X), mean probabilities (K, Z, Y, X) | None)`` on the original grid."""
         total = None
         for probs, props in zip(probabilities, properties["members"]):
-            restored = restore_probabilities(probs, props)
+            restored = restore_probabilities(probs, props, background_channel=not self.plans.label_scheme.is_regions)
             total = restored if total is None else np.add(total, restored, out=total)
         mean = total / len(probabilities)
-        labels = probabilities_to_labels(mean)
+        labels = self.plans.label_scheme.probabilities_to_labels(mean)
         if self.postprocessing is not None and self.postprocessing.does_something:
             labels = self.postprocessing.apply(labels)
         return labels, (mean if keep_probabilities else None)

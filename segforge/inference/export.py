@@ -33,13 +33,16 @@ __all__ = [
 ]
 
 
-def restore_probabilities(probabilities: torch.Tensor | np.ndarray, properties: dict) -> np.ndarray:
-    """``(K, z, y, x)`` on the preprocessed grid -> float32 ``(K, Z, Y, X)`` on the original grid."""
+def restore_probabilities(probabilities: torch.Tensor | np.ndarray, properties: dict,
+                          background_channel: bool = True) -> np.ndarray:
+    """``(K, z, y, x)`` on the preprocessed grid -> float32 ``(K, Z, Y, X)`` on the original grid (outside the
+    crop: background, or 0 everywhere for region-based outputs, ``background_channel=False``)."""
     from segforge.preprocessing import restore_to_original
 
     if isinstance(probabilities, torch.Tensor):
         probabilities = probabilities.detach().float().cpu().numpy()
-    restored = restore_to_original(np.asarray(probabilities, dtype=np.float32), properties, is_label=False)
+    restored = restore_to_original(np.asarray(probabilities, dtype=np.float32), properties, is_label=False,
+                                   background_channel=background_channel)
     return np.asarray(restored, dtype=np.float32)
 
 

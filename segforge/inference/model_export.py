@@ -101,6 +101,8 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
 
     c = model.configuration
     plans = model.plans
+    scheme = plans.label_scheme  # softmax labels or sigmoid regions (segforge.io.labels)
+    regions = scheme.is_regions
     divisor = _spatial_divisor(c.network.strides)
     axes = ["z", "y", "x"][-c.dims:]
     return {
@@ -113,6 +115,8 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
         "folds": list(folds),
         "checkpoint": checkpoint,
         "labels": plans.labels,
+        **({"regions_class_order": list(scheme.regions_class_order)} if regions else {}),
+        "output_label_values": scheme.output_values,
         "channel_names": plans.channel_names,
         "network": {
             "files": {fold: {"onnx": f"fold_{fold}/network.onnx", "safetensors": f"fold_{fold}/weights.safetensors"}
@@ -156,14 +160,19 @@ def export_description(model: ModelFolder, folds: Sequence[str], checkpoint: str
                 "logits of each window averaged over every flip combination of mirror_axes (the test-time "
                 "augmentation; optional), multiplied by a Gaussian (sigma = gaussian_sigma_scale * patch per axis, "
                 "maximum 1), summed, divided by the summed Gaussians",
-                "softmax over classes, then the mean over folds",
+                ("sigmoid of each region's logits (region-based labels), then the mean over folds" if regions
+                 else "softmax over classes, then the mean over folds"),
             ],
         },
         "postprocessing": {
             "steps": [
                 "resample the probabilities linearly back to the cropped region's original shape and paste them "
-                "into the original grid, background probability 1 outside the crop",
-                "label = argmax over classes; class k is label value k (dataset.json labels)",
+                "into the original grid, " + ("every region's probability 0 outside the crop" if regions
+                                              else "background probability 1 outside the crop"),
+                (f"label map: 0, then regions_class_order[i] {scheme.output_values} painted, in order, where region "
+                 "i's probability is above 0.5" if regions else
+                 f"label = argmax over classes; output k writes label value output_label_values[k] "
+                 f"{scheme.output_values} (dataset.json labels)"),
                 "write with the input's geometry (spacing, origin, direction)",
             ],
             "connected_component_filtering": _component_filtering(model),
@@ -231,4 +240,4 @@ def _spatial_divisor(strides) -> list[int]:
 
 
 def _dataset_json(model: ModelFolder) -> dict:
-    return {"channel_names": model.plans.channel_names, "labels": model.plans.labels, "file_ending": ".nii.gz"}
+    return {"channel_names": model.plans.channel_names, **model.plans.label_scheme.to_dict(), "file_ending": ".nii.gz"}

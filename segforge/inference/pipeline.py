@@ -171,7 +171,7 @@ class _Worker:
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
         self.network = threading.Lock()
-        self.label_names = dict(predictor.plans.labels)
+        self.label_names = predictor.plans.label_scheme.written_labels  # name -> value in the label maps
 
 
 def _load_predictor(source: Predictor | PredictorSpec, device: str | None) -> _Worker:

@@ -23,7 +23,7 @@ import torch
 from segforge.data.slice_stack import stack_adjacent_slices
 from segforge.devices import free_device_memory, prediction_dtype, resolve_device
 from segforge.errors import InputError
-from segforge.inference.export import probabilities_to_labels, restore_labels, restore_probabilities
+from segforge.inference.export import restore_labels, restore_probabilities
 from segforge.inference.model import ModelFolder, load_checkpoint, plain_state_dict
 from segforge.inference.onnx_backend import BACKENDS, OnnxNetwork
 from segforge.inference.postprocessing import Postprocessing
@@ -96,7 +96,8 @@ class Predictor:
         self.tta = tta
         self.step = step
         self.progress = progress
-        self.num_classes = self.plans.num_classes
+        self.labels = self.plans.label_scheme  # softmax labels or sigmoid regions (segforge.io.labels)
+        self.num_classes = self.labels.num_outputs
         self.set_speed(tta, mirror_axes, bf16)
         self.window_size = list(self.configuration.patch_size)  # the sliding window's size (the patch)
         batches = _WINDOW_BATCH["cuda" if self.device.type == "cuda" else "cpu"]
@@ -207,14 +208,16 @@ class Predictor:
         """``(labels (Z, Y, X), probabilities (K, Z, Y, X) | None)`` on the original grid.
 
         Probabilities on a GPU, not asked for: resampled and turned into labels there
-        (:func:`~segforge.inference.export.restore_labels`); only the labels come back."""
-        if isinstance(probabilities, torch.Tensor) and probabilities.is_cuda and not keep_probabilities:
+        (:func:`~segforge.inference.export.restore_labels`; softmax labels only); only the labels
+        come back. Region-based (sigmoid) outputs are painted in ``regions_class_order``."""
+        regions = self.labels.is_regions
+        if isinstance(probabilities, torch.Tensor) and probabilities.is_cuda and not keep_probabilities and not regions:
             try:
-                return restore_labels(probabilities, properties), None
+                return self.postprocess(self.labels.label_values_of(restore_labels(probabilities, properties))), None
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()  # the CPU path below
-        restored = restore_probabilities(probabilities, properties)
-        labels = self.postprocess(probabilities_to_labels(restored))
+        restored = restore_probabilities(probabilities, properties, background_channel=not regions)
+        labels = self.postprocess(self.labels.probabilities_to_labels(restored))
         return labels, (restored if keep_probabilities else None)
 
     def postprocess(self, labels: np.ndarray) -> np.ndarray:
@@ -244,7 +247,8 @@ class Predictor:
                 device=self.device, accumulate_device=accumulate, num_classes=self.num_classes,
                 progress=self.progress, amp_dtype=self.amp_dtype or dtype,
             )
-            probabilities = torch.softmax(logits, dim=0)
+            # softmax over labels; regions are independent (sigmoid each)
+            probabilities = torch.sigmoid(logits) if self.labels.is_regions else torch.softmax(logits, dim=0)
             del logits
             total = probabilities if total is None else total.add_(probabilities)
         return total / len(self.networks) if len(self.networks) > 1 else total

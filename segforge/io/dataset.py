@@ -23,6 +23,7 @@ from pathlib import Path
 from segforge import paths
 from segforge.errors import InputError
 from segforge.io.image import IMAGE_ENDINGS, split_ending
+from segforge.io.labels import LabelScheme, parse_label_scheme
 
 __all__ = ["RawCase", "RawDataset", "CHANNEL_SUFFIX_RE", "load_dataset_json", "parse_labels", "parse_channel_names"]
 
@@ -47,7 +48,7 @@ class RawDataset:
     root: Path
     dataset_json: dict
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict  # name -> value, or a region's list of values (segforge.io.labels)
     file_ending: str
     # files in imagesTr/imagesTs/labelsTr/labelsTs that do not fit the layout (see stray_files())
     _stray: list[str] = field(default_factory=list, repr=False)
@@ -61,8 +62,15 @@ class RawDataset:
         return len(self.channel_names)
 
     @property
+    def label_scheme(self) -> LabelScheme:
+        """What a model of this dataset predicts (plain labels or regions, ignore label): :mod:`segforge.io.labels`."""
+        return parse_label_scheme(self.labels, self.dataset_json.get("regions_class_order"),
+                                  self.root / "dataset.json")
+
+    @property
     def label_values(self) -> list[int]:
-        return sorted(set(self.labels.values()))
+        """Every value the label files may hold (labels, regions' values, the ignore label)."""
+        return self.label_scheme.raw_values
 
     @classmethod
     def open(cls, dataset: str | int | Path) -> "RawDataset":
@@ -172,24 +180,11 @@ def parse_channel_names(data: dict, path: Path) -> dict[str, str]:
     return {str(k): str(names[k]) for k in keys}
 
 
-def parse_labels(data: dict, path: Path) -> dict[str, int]:
-    """``labels`` as ``{"background": 0, "liver": 1}`` (nnU-Net v2) or ``{"0": "background"}`` (Decathlon)."""
-    labels = data.get("labels")
-    if not isinstance(labels, dict) or not labels:
-        raise InputError('dataset.json needs "labels", e.g. {"background": 0, "liver": 1}', path)
-    if all(str(k).isdigit() for k in labels) and all(isinstance(v, str) for v in labels.values()):
-        labels = {v: int(k) for k, v in labels.items()}  # Decathlon: value -> name
-    out = {}
-    for name, value in labels.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(f"label {name!r} must be a non-negative integer, got {value!r} "
-                             "(region-based labels are not supported)", path)
-        out[str(name)] = value
-    if len(set(out.values())) != len(out):
-        raise InputError(f"labels map two names to the same value: {out}", path)
-    if 0 not in out.values():
-        raise InputError('labels must declare background as 0, e.g. {"background": 0, ...}', path)
-    return out
+def parse_labels(data: dict, path: Path) -> dict:
+    """``labels`` as ``{"background": 0, "liver": 1}`` (nnU-Net v2), ``{"0": "background"}`` (Decathlon),
+    with regions ``{"whole tumour": [1, 2, 3], ...}`` and an ``"ignore"`` label allowed
+    (:func:`segforge.io.labels.parse_label_scheme` checks them)."""
+    return dict(parse_label_scheme(data.get("labels"), data.get("regions_class_order"), path).labels)
 
 
 def _find_root(dataset: str | int | Path) -> Path:

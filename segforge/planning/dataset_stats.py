@@ -75,5 +75,7 @@ def num_channels(fingerprint: dict) -> int:
 
 
 def num_classes(fingerprint: dict) -> int:
-    """Output classes including background."""
-    return max(int(v) for v in fingerprint["labels"].values()) + 1
+    """The network's outputs (softmax classes including background, or sigmoid regions; not the ignore label)."""
+    from segforge.io.labels import parse_label_scheme
+
+    return parse_label_scheme(fingerprint["labels"], fingerprint.get("regions_class_order")).num_outputs

@@ -11,6 +11,7 @@
 * ``network``: the network of the segmentation configurations, a name of
   :data:`segforge.networks.topology.NETWORK_FAMILIES` (``unet``, ``attention_unet``,
   ``residual_unet``); the locator keeps the plain U-Net.
+* ``labels``: names of the labels (or regions) to train on; the others become background.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PlanOverrides:
     batch_size: int | None = None
     default_configuration: str | None = None
     network: str | None = None
+    labels: tuple[str, ...] | None = None  # train on these labels (names); the others become background
 
     def __post_init__(self):
         if self.spacing is not None:
@@ -60,6 +62,8 @@ class PlanOverrides:
                 f"choose one of {', '.join(CONFIGURATION_NAMES)}{_did_you_mean(self.default_configuration)}"
             )
 
+        if self.labels is not None:
+            self.labels = tuple(str(n) for n in self.labels)
         if self.network is not None:
             from segforge.networks.topology import network_family_options
 

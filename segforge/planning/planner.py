@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from segforge.errors import InputError
+from segforge.io.labels import parse_label_scheme, select_labels
 from segforge.networks.memory import training_memory_bytes
 from segforge.networks.topology import NETWORK_FAMILIES, network_family_options
 from segforge.planning.batch_size_rule import choose_batch_size
@@ -53,7 +54,8 @@ def plan_experiment(
     """Plans for the dataset described by ``fingerprint`` (see docs/architecture.md)."""
     overrides = overrides or PlanOverrides()
     budget = memory_budget_bytes(gpu_memory_gb)
-    in_channels, classes = num_channels(fingerprint), num_classes(fingerprint)
+    scheme, dropped, labels_why = _label_choice(fingerprint, overrides)
+    in_channels, classes = num_channels(fingerprint), scheme.num_outputs
 
     if overrides.spacing is not None:
         spacing, spacing_why = list(overrides.spacing), USER_OVERRIDE
@@ -91,7 +93,9 @@ def plan_experiment(
     return Plans(
         dataset_name=fingerprint["dataset_name"],
         channel_names=dict(fingerprint["channel_names"]),
-        labels={k: int(v) for k, v in fingerprint["labels"].items()},
+        labels=scheme.to_dict()["labels"],
+        regions_class_order=list(scheme.regions_class_order) if scheme.regions_class_order is not None else None,
+        dropped_labels=dropped,
         configurations=configurations,
         default_configuration=default,
         gpu_memory_gb=float(gpu_memory_gb),
@@ -103,8 +107,24 @@ def plan_experiment(
                 "(estimate of activations kept for backward, half precision)"
             ),
             "network": network_why,
+            "labels": labels_why,
         },
     )
+
+
+def _label_choice(fingerprint: dict, overrides: PlanOverrides):
+    """The labels the model predicts (all, or the ``--labels`` subset), what was dropped, and why."""
+    scheme = parse_label_scheme(fingerprint["labels"], fingerprint.get("regions_class_order"))
+    kind = ("regions (sigmoid outputs, regions_class_order " + str(list(scheme.regions_class_order)) + ")"
+            if scheme.is_regions else "labels (softmax outputs)")
+    ignore = (f"; voxels of the ignore label {scheme.ignore_label} count for no loss or metric and are never "
+              "predicted" if scheme.ignore_label is not None else "")
+    if not overrides.labels:
+        return scheme, {}, f"every label of dataset.json: {scheme.num_outputs} {kind}{ignore}"
+    kept = select_labels(scheme, overrides.labels)
+    dropped = {n: v for n, v in scheme.labels.items() if n not in kept.labels}
+    return kept, dropped, (f"{USER_OVERRIDE} (--labels): kept {', '.join(kept.foreground_names)}; "
+                           f"{', '.join(dropped) or 'nothing'} become(s) background: {kept.num_outputs} {kind}{ignore}")
 
 
 def _network_choice(overrides: PlanOverrides) -> tuple[str, str]:

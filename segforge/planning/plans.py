@@ -168,15 +168,18 @@ class ComputeTarget:
 class Plans:
     dataset_name: str
     channel_names: dict[str, str]  # {"0": "CT"}, as in dataset.json
-    labels: dict[str, int]  # {"background": 0, "liver": 1, ...}
+    labels: dict  # {"background": 0, "liver": 1, ...}; regions {"tumour": [1, 2]}; "ignore" (segforge.io.labels)
     configurations: dict[str, Configuration]
     default_configuration: str
     gpu_memory_gb: float
     format: int = PLANS_FORMAT
     why: dict[str, str] = field(default_factory=dict)
     compute: ComputeTarget | None = None
+    regions_class_order: list[int] | None = None  # region-based labels: the value each region writes, in order
+    dropped_labels: dict = field(default_factory=dict)  # --labels at planning: the labels made background
 
     def __post_init__(self):
+        self.label_scheme  # noqa: B018  (checks labels and regions_class_order: InputError when invalid)
         if self.default_configuration not in self.configurations:
             raise ValueError(
                 f"default configuration {self.default_configuration!r} is not planned "
@@ -184,9 +187,16 @@ class Plans:
             )
 
     @property
+    def label_scheme(self):
+        """What the model predicts (:class:`segforge.io.labels.LabelScheme`): outputs, targets, ignore label."""
+        from segforge.io.labels import parse_label_scheme
+
+        return parse_label_scheme(self.labels, self.regions_class_order)
+
+    @property
     def num_classes(self) -> int:
-        """Number of output classes including background."""
-        return max(self.labels.values()) + 1
+        """The network's outputs: softmax classes including background, or sigmoid regions (never the ignore label)."""
+        return self.label_scheme.num_outputs
 
     @property
     def num_channels(self) -> int:
@@ -229,7 +239,7 @@ class Plans:
             raise InputError("plans not found; run segforge_plan_and_preprocess first", p)
         try:
             return cls.from_dict(json.loads(p.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"plans file is not valid ({exc})", p) from None
 
 
@@ -255,10 +265,15 @@ def _known(cls, d: dict) -> dict:
 
 # fields added after plans were first written: left out while at their default, so older plans keep their version
 _LATER_FIELDS = {"input_slices": 1}
+_LATER_PLANS_FIELDS = {"regions_class_order": None, "dropped_labels": {}}  # region-based labels; a --labels subset
 
 
 def _to_jsonable(obj) -> dict:
     d = json.loads(json.dumps(asdict(obj)))
+    if isinstance(obj, Plans):  # fields added later are left out at their default: older plans keep their version
+        for name, default in _LATER_PLANS_FIELDS.items():
+            if d.get(name) == default:
+                del d[name]
     for configuration in d.get("configurations", {}).values() if isinstance(obj, Plans) else [d]:
         for name, default in _LATER_FIELDS.items():
             if configuration.get(name) == default:

@@ -57,14 +57,16 @@ def preprocessed_geometry(properties: dict) -> Geometry:
 
 
 def restore_to_original(
-    array: np.ndarray, properties: dict, is_label: bool, label_mode: str = "linear_onehot"
+    array: np.ndarray, properties: dict, is_label: bool, label_mode: str = "linear_onehot",
+    background_channel: bool = True,
 ) -> np.ndarray:
     """Undo resampling and cropping: put ``array`` on the original image grid.
 
     * ``is_label=False``: ``array (K, z, y, x)`` class probabilities, resampled linearly to
       the crop and pasted into ``(K, Z, Y, X)`` float32 that is background (class 0 = 1,
       others 0) outside the crop. Probabilities keep summing to 1. A torch tensor is
-      restored on its own device and returned as a tensor.
+      restored on its own device and returned as a tensor. ``background_channel=False``
+      (region-based sigmoid outputs, no background channel): every channel is 0 outside the crop.
     * ``is_label=True``: ``array (z, y, x)`` labels, resampled with ``label_mode``
       (``"linear_onehot"``: smoother boundaries; or ``"nearest"``) and pasted into
       ``(Z, Y, X)`` of the same dtype, 0 outside the crop.
@@ -85,7 +87,7 @@ def restore_to_original(
         else:
             restored = resample_probabilities(array.float(), crop_shape)
             out = torch.zeros((array.shape[0],) + target, dtype=torch.float32, device=array.device)
-            out[0] = 1.0
+            out[0] = 1.0 if background_channel else 0.0
             out[(slice(None),) + crop] = restored
             return out
     if is_label:
@@ -95,7 +97,7 @@ def restore_to_original(
         return out
     restored = resample_probabilities(array.astype(np.float32, copy=False), crop_shape)
     out = np.zeros((array.shape[0],) + target, dtype=np.float32)
-    out[0] = 1.0
+    out[0] = 1.0 if background_channel else 0.0
     out[(slice(None),) + crop] = restored
     return out
 

@@ -87,7 +87,8 @@ class LocatorTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = self.configuration.locator
-        self.classes = heatmap_channels(self.plans.labels)
+        # label values the heatmaps are made of (not the ignore label; a region's values)
+        self.classes = heatmap_channels({str(v): v for v in self.plans.label_scheme.foreground_values})
         self.n_heatmaps = 1 if self.settings.target == "union" else len(self.classes)
         self.result: dict | None = None  # locator_validation.json's content after run()
         if self.augment_on == "gpu" and self.options.augment_on == "gpu":

@@ -1,6 +1,9 @@
 """Segmentation and heatmap losses.
 
-* :class:`DiceCELoss`: soft Dice over the foreground classes (batch-wise) + cross-entropy.
+* :class:`DiceCELoss`: soft Dice over the foreground classes (batch-wise) + cross-entropy; an
+  ``ignore_index`` target value counts for neither.
+* :class:`RegionDiceBCELoss`: region-based labels: soft Dice over the regions (sigmoid) + binary
+  cross-entropy, with an optional ignore channel.
 * :class:`DeepSupervisionLoss`: a weighted sum of a loss over the network's training outputs
   (full resolution first), with targets made by :func:`downsample_target` at the factors of
   :func:`~segforge.networks.unet.deep_supervision_scales`.
@@ -24,6 +27,7 @@ from segforge.networks.unet import deep_supervision_scales
 
 __all__ = [
     "DiceCELoss",
+    "RegionDiceBCELoss",
     "DeepSupervisionLoss",
     "deep_supervision_weights",
     "deep_supervision_scales",
@@ -65,11 +69,13 @@ class DiceCELoss(nn.Module):
     """
 
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
-                 batch_dice: bool = True, sum_terms: Callable | None = None, ce_scale: float = 1.0):
+                 batch_dice: bool = True, sum_terms: Callable | None = None, ce_scale: float = 1.0,
+                 ignore_index: int | None = None):
         super().__init__()
         self.dice_weight, self.ce_weight, self.smooth, self.batch_dice = dice_weight, ce_weight, smooth, batch_dice
         self.sum_terms = sum_terms
         self.ce_scale = float(ce_scale)
+        self.ignore_index = ignore_index  # target value of voxels that count for neither term (the ignore label)
 
     def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-foreground-class soft Dice, shape ``(K - 1,)`` (or ``(B, K - 1)`` without batch Dice).
@@ -79,7 +85,14 @@ class DiceCELoss(nn.Module):
         if _is_soft(target, logits):
             onehot = target.float()[:, 1:]
         else:
+            valid = None
+            if self.ignore_index is not None:  # ignored voxels: no prediction, no truth
+                valid = (target != self.ignore_index).unsqueeze(1)
+                target = torch.where(valid[:, 0], target, torch.zeros_like(target))
+                probs = probs * valid
             onehot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)[:, 1:]
+            if valid is not None:
+                onehot = onehot * valid
         probs = probs[:, 1:]
         axes = [0] + list(range(2, logits.ndim)) if self.batch_dice else list(range(2, logits.ndim))
         intersection = (probs * onehot).sum(axes)
@@ -93,9 +106,16 @@ class DiceCELoss(nn.Module):
             raise ValueError(f"DiceCELoss needs at least 2 classes (background + 1), got {logits.shape[1]}")
         if _is_soft(target, logits):  # soft targets (mixup, probabilities): CE = -sum_k t_k log p_k
             target = target.float()
+            ce = F.cross_entropy(logits.float(), target)
+        elif self.ignore_index is not None:
+            target = _as_index_target(target, logits)
+            # the mean over annotated voxels only (0 when none is; no host sync to find out)
+            per_voxel = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
+            ce = per_voxel.sum() / (target != self.ignore_index).sum().clamp(min=1)
         else:
             target = _as_index_target(target, logits)
-        ce = F.cross_entropy(logits.float(), target) * self.ce_scale
+            ce = F.cross_entropy(logits.float(), target)
+        ce = ce * self.ce_scale
         dice = self.soft_dice(logits, target).mean()
         return self.dice_weight * (1 - dice) + self.ce_weight * ce
 
@@ -103,6 +123,44 @@ class DiceCELoss(nn.Module):
 def _is_soft(target: torch.Tensor, logits: torch.Tensor) -> bool:
     """A float target with one channel per class (``(B, K, *s)``, like the logits) holds probabilities."""
     return target.is_floating_point() and target.shape == logits.shape and logits.shape[1] > 1
+
+
+class RegionDiceBCELoss(nn.Module):
+    """Region-based labels: ``dice_weight * (1 - mean soft Dice over regions) + bce_weight * BCE``.
+
+    ``logits`` ``(B, R, *s)``; ``target`` ``(B, R, *s)`` with 1 where the voxel is in region ``r``, or
+    ``(B, R + 1, *s)`` when ``has_ignore``: the last channel is 1 on ignored voxels, which count for
+    neither term. Soft Dice per region over the batch with the sigmoid, as :class:`DiceCELoss`
+    (``sum_terms`` and ``bce_scale`` as its ``sum_terms`` and ``ce_scale`` in a distributed run).
+    """
+
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5,
+                 has_ignore: bool = False, sum_terms: Callable | None = None, bce_scale: float = 1.0):
+        super().__init__()
+        self.dice_weight, self.bce_weight, self.smooth, self.has_ignore = dice_weight, bce_weight, smooth, has_ignore
+        self.sum_terms = sum_terms
+        self.bce_scale = float(bce_scale)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        regions = logits.shape[1]
+        expected = regions + (1 if self.has_ignore else 0)
+        if target.ndim != logits.ndim or target.shape[1] != expected or target.shape[2:] != logits.shape[2:]:
+            raise ValueError(f"region target of shape {list(target.shape)} does not fit logits {list(logits.shape)} "
+                             f"({expected} channels expected)")
+        target = target.float()
+        valid = (1 - target[:, -1:]) if self.has_ignore else torch.ones_like(target[:, :1])
+        target = target[:, :regions]
+        logits = logits.float()
+        n_valid = (valid.sum() * regions).clamp(min=1)  # nothing annotated: both sums below are 0 (no host sync)
+        bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum() / n_valid
+        probs = torch.sigmoid(logits) * valid
+        target = target * valid
+        axes = [0] + list(range(2, logits.ndim))
+        intersection, denominator = (probs * target).sum(axes), probs.sum(axes) + target.sum(axes)
+        if self.sum_terms is not None:
+            intersection, denominator = self.sum_terms(torch.stack([intersection, denominator])).unbind(0)
+        dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
+        return self.dice_weight * (1 - dice.mean()) + self.bce_weight * bce * self.bce_scale
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:

@@ -45,6 +45,7 @@ from segforge.training.distributed import sum_across_ranks
 from segforge.training.losses import (
     DeepSupervisionLoss,
     DiceCELoss,
+    RegionDiceBCELoss,
     deep_supervision_scales,
     downsample_probabilities,
     downsample_target,
@@ -56,13 +57,17 @@ from segforge.training.trainer import Trainer
 __all__ = ["SegmentationTrainer", "confusion_matrix"]
 
 
-def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(truth: torch.Tensor, pred: torch.Tensor, num_classes: int,
+                     ignore_index: int | None = None) -> torch.Tensor:
     """``(K, K)`` int64 counts, truth rows, prediction columns, on the device without a host sync
-    (``torch.bincount`` asks the device for the largest value to size its output: a sync per batch)."""
+    (``torch.bincount`` asks the device for the largest value to size its output: a sync per batch).
+    Voxels whose truth is ``ignore_index`` are counted nowhere."""
     k = num_classes
     index = (truth.long() * k + pred.long()).flatten()
-    counts = torch.zeros(k * k, dtype=torch.int64, device=index.device)
-    return counts.scatter_add_(0, index, torch.ones_like(index)).view(k, k)
+    if ignore_index is not None:  # into one extra bin, dropped
+        index = torch.where(truth.flatten() == ignore_index, torch.full_like(index, k * k), index)
+    counts = torch.zeros(k * k + 1, dtype=torch.int64, device=index.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index))[: k * k].view(k, k)
 
 
 class SegmentationTrainer(Trainer):
@@ -81,19 +86,41 @@ class SegmentationTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.num_classes = self.plans.num_classes
+        # what the network predicts: softmax labels or sigmoid regions, an ignore label (segforge.io.labels)
+        self.labels = self.plans.label_scheme
+        self.num_classes = self.labels.num_outputs
         self.input_channels = self.configuration.network_input_channels(self.plans.num_channels)  # 2.5d: x k slices
-        names = {v: k for k, v in self.plans.labels.items()}
-        self.class_names = [names.get(k, f"class_{k}") for k in range(1, self.num_classes)]
+        self.class_names = list(self.labels.foreground_names)
+        # one past the largest raw value of the label files (a --labels subset's dropped labels included)
+        dropped = [x for v in self.plans.dropped_labels.values() for x in (v if isinstance(v, list) else [v])]
+        self.raw_label_range = max(self.labels.raw_values + dropped) + 1
 
     # --- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
         self.scales = deep_supervision_scales(self.configuration.network)
         world = self.dist.world_size
         share = world * self.batch_size / self.configuration.batch_size  # weighs this process's cross-entropy
-        dice_ce = DiceCELoss(sum_terms=sum_across_ranks, ce_scale=share) if self.dist.enabled else DiceCELoss()
-        self.train_loss_fn = DeepSupervisionLoss(dice_ce, keep_all_outputs=self.dist.enabled)
-        self.val_loss_fn = DiceCELoss()
+        ranks = dict(sum_terms=sum_across_ranks) if self.dist.enabled else {}
+        if self.labels.is_regions:
+            has_ignore = self.labels.ignore_label is not None
+            loss = RegionDiceBCELoss(has_ignore=has_ignore, bce_scale=share if ranks else 1.0, **ranks)
+            self.val_loss_fn = RegionDiceBCELoss(has_ignore=has_ignore)
+        else:
+            loss = DiceCELoss(ignore_index=self.labels.ignore_index, ce_scale=share if ranks else 1.0, **ranks)
+            self.val_loss_fn = DiceCELoss(ignore_index=self.labels.ignore_index)
+        self.train_loss_fn = DeepSupervisionLoss(loss, keep_all_outputs=self.dist.enabled)
+        # raw label values of the preprocessed cases -> training targets (none needed for plain labels 0..K-1)
+        self.target_lookup = None if self.labels.is_identity else torch.as_tensor(
+            self.labels.training_lookup(self.raw_label_range), device=self.device)
+        self.region_values = [torch.as_tensor(values, device=self.device) for values in self.labels.targets
+                              ] if self.labels.is_regions else []
+        self.output_values = torch.as_tensor(self.labels.output_values, device=self.device)
+        if self.options.mixup != "none" and (self.labels.is_regions or self.labels.ignore_label is not None):
+            raise InputError("--mixup mixes one-hot label maps: it does not go with region-based labels or an "
+                             "ignore label")
+        if self.options.pseudo_labels and (self.labels.is_regions or not self.labels.is_identity):
+            raise InputError("--pseudo-labels takes label maps of plain labels 0..K-1: it does not go with "
+                             "region-based labels, an ignore label or a --labels subset")
         self.pseudo_cases: list[str] = []  # keys of the pseudo-labelled training cases (--pseudo-labels)
         self.soft_classes = None  # K when the batches carry class probabilities (pseudo-labels saved with them)
         elsewhere = {}
@@ -163,21 +190,27 @@ class SegmentationTrainer(Trainer):
         pin = self.device.type == "cuda"
         n = self.num_workers
         seeds = worker_seeds(self.options.seed, self.start_epoch, n, 0, self.dist.rank)
+        training, validation = self.build_training_sampler(), self.build_validation_sampler()
+        if not self.labels.is_identity:  # foreground patches only on labels trained on (not ignore, not dropped)
+            training.foreground_labels = validation.foreground_labels = list(self.labels.foreground_values)
         if self.batch_augmentation is not None:
-            labels = np.float16 if self.soft_classes else label_dtype(self.num_classes)  # float16: + probabilities
-            batches = RegionBatches(self.build_training_sampler(), self.batch_augmentation, self.input_channels,
-                                    labels=labels)
+            # raw label values travel (float16: with the probabilities of pseudo-labels)
+            labels = np.float16 if self.soft_classes else label_dtype(self.raw_label_range)
+            batches = RegionBatches(training, self.batch_augmentation, self.input_channels, labels=labels)
             loader = make_loader(batches, None, n, seeds, pin)
         else:
-            loader = make_loader(TrainingBatches(self.build_training_sampler()), self.training_transforms(), n, seeds,
-                                 pin)
-        self.make_validation_loader()
+            loader = make_loader(TrainingBatches(training), self.training_transforms(), n, seeds, pin)
+        self.make_validation_loader(validation)
         return loader
 
-    def make_validation_loader(self) -> None:
+    def make_validation_loader(self, validation=None) -> None:
         """The ``val_iters`` fixed validation batches, the same every epoch (in half the workers)."""
         n_val = max(1, self.num_workers // 2) if self.num_workers > 0 else 0
-        val_batches = ValidationBatches(self.build_validation_sampler(), self.val_iters,
+        if validation is None:
+            validation = self.build_validation_sampler()
+            if not self.labels.is_identity:
+                validation.foreground_labels = list(self.labels.foreground_values)
+        val_batches = ValidationBatches(validation, self.val_iters,
                                         seed=self.options.seed + 1, num_workers=max(1, n_val), rank=self.dist.rank,
                                         world_size=self.dist.world_size)
         self.val_loader = self.on_device(make_loader(val_batches, validation_transforms(), n_val,
@@ -216,7 +249,7 @@ class SegmentationTrainer(Trainer):
         if "soft" in batch:  # class probabilities of pseudo-labelled cases (one-hot for the others)
             targets = downsample_probabilities(batch["soft"].float(), self.scales)
         else:
-            targets = downsample_target(batch["target"], self.scales)
+            targets = downsample_target(self.make_target(batch["target"]), self.scales)
         mode = self.options.mixup
         if mode == "none":
             return self.train_loss_fn(self.network(batch["data"]), targets)
@@ -228,15 +261,46 @@ class SegmentationTrainer(Trainer):
             outputs = self.network(batch["data"], mix_stage=draw.stage, mix=lambda t: mix(t, draw))
         return self.train_loss_fn(outputs, [mixed_targets(t, self.num_classes, draw) for t in targets])
 
+    def make_target(self, target: torch.Tensor) -> torch.Tensor:
+        """The loss's target from a batch's raw label values ``(B, 1, ...)``: plain labels -> output indices
+        ``(B, 1, ...)`` (ignore -> ``ignore_index``); regions -> ``(B, R [+ 1 ignore], ...)`` masks."""
+        if self.target_lookup is not None:
+            target = self.target_lookup[target.long().clamp(0, len(self.target_lookup) - 1)]
+        if not self.labels.is_regions:
+            return target
+        channels = [torch.isin(target, values) for values in self.region_values]
+        if self.labels.ignore_label is not None:
+            channels.append(target == self.labels.ignore_index)
+        return torch.cat(channels, dim=1).to(torch.uint8)
+
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, the predicted labels (B, *patch) and the K x K confusion matrix (truth rows), all on the device."""
-        data, target = batch["data"], batch["target"]
+        """Loss, the predicted label values (B, *patch) and per scored target ``[tp, fp, fn]`` voxel counts
+        ``(n_targets, 3)`` (ignored voxels left out), all on the device."""
+        data = batch["data"]
+        target = self.make_target(batch["target"])
         with self.autocast():
             logits = self.network(data)
             loss = self.val_loss_fn(logits, target)
+        if self.labels.is_regions:
+            regions = logits.shape[1]
+            predicted, truth = logits > 0, target[:, :regions].bool()
+            valid = ~target[:, regions:].bool() if target.shape[1] > regions else torch.ones_like(truth[:, :1])
+            axes = [0] + list(range(2, logits.ndim))
+            counts = torch.stack([(predicted & truth & valid).sum(axes), (predicted & ~truth & valid).sum(axes),
+                                  (~predicted & truth & valid).sum(axes)], dim=1)
+            pred = torch.zeros_like(target[:, 0], dtype=torch.int64)
+            for r in range(regions):  # painted in regions_class_order (torch.where: no host sync)
+                pred = torch.where(predicted[:, r], self.output_values[r], pred)
+            return loss.detach(), pred, counts
         pred = logits.argmax(1)
-        return loss.detach(), pred, confusion_matrix(target[:, 0], pred, self.num_classes)
+        if self.labels.ignore_index is None:
+            confusion = confusion_matrix(target[:, 0], pred, self.num_classes)
+        else:
+            confusion = confusion_matrix(target[:, 0], pred, self.num_classes, self.labels.ignore_index)
+        tp = torch.diagonal(confusion)[1:]
+        counts = torch.stack([tp, confusion.sum(0)[1:] - tp, confusion.sum(1)[1:] - tp], dim=1)
+        return loss.detach(), self.output_values[pred], counts
 
     # --- epochs --------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -245,7 +309,7 @@ class SegmentationTrainer(Trainer):
             plots.plot_batch(self.shown_channel(example["data"].float().cpu().numpy()),
                              example["target"][:, 0].cpu().numpy(),
                              self.output_folder / "train_example.png", "augmented training batch (labels on top)",
-                             num_classes=self.num_classes)
+                             num_classes=self.raw_label_range)
             self.reporter.picture("train_example", self.output_folder / "train_example.png")
         self._plotted_last = False
 
@@ -269,26 +333,23 @@ class SegmentationTrainer(Trainer):
         In a distributed run each process validates its batches (``rank``, ``rank + N``, ...) and the
         sums are added: every process gets the numbers of the whole validation set."""
         self.network.eval()
-        k = self.num_classes
         n = min(self.val_iters, max_batches or self.val_iters)
         loss_sum = torch.zeros((), device=self.device)
-        confusion = torch.zeros((k, k), dtype=torch.int64, device=self.device)
+        counts = torch.zeros((len(self.class_names), 3), dtype=torch.int64, device=self.device)
         example = None
         for i in range(len(range(self.dist.rank, n, self.dist.world_size))):
             batch = next(self.val_loader)
-            loss, pred, conf = self.validation_step(self.prepare_batch(batch))
+            loss, pred, batch_counts = self.validation_step(self.prepare_batch(batch))
             loss_sum += loss
-            confusion += conf
+            counts += batch_counts
             if i == 0 and keep_example:
                 example = {"image": self.shown_channel(batch["data"].float().cpu().numpy()),
                            "truth": batch["target"][:, 0].cpu().numpy(),
                            "pred": pred.cpu().numpy()}
         self.dist.all_reduce(loss_sum)
-        self.dist.all_reduce(confusion)
-        c = confusion.cpu().numpy().astype(np.float64)  # the one host sync of validation
-        tp = np.diag(c)[1:]
-        fp = c.sum(0)[1:] - tp
-        fn = c.sum(1)[1:] - tp
+        self.dist.all_reduce(counts)
+        c = counts.cpu().numpy().astype(np.float64)  # the one host sync of validation
+        tp, fp, fn = c[:, 0], c[:, 1], c[:, 2]
         denominator = 2 * tp + fp + fn
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(denominator > 0, 2 * tp / denominator, np.nan)
@@ -304,10 +365,10 @@ class SegmentationTrainer(Trainer):
         slices = plots.choose_slices(example["truth"]) if example["truth"].ndim == 4 else None
         self.reporter.draw("val_pred", plots.plot_batch, example["image"], example["pred"],
                            self.output_folder / "val_pred.png", "validation: prediction", slices=slices,
-                           num_classes=self.num_classes)
+                           num_classes=self.raw_label_range)
         self.reporter.draw("val_truth", plots.plot_batch, example["image"], example["truth"],
                            self.output_folder / "val_truth.png", "validation: truth", slices=slices,
-                           num_classes=self.num_classes)
+                           num_classes=self.raw_label_range)
 
     def after_training(self) -> None:
         """The validation pictures of the final network, when the last epoch did not draw them."""

@@ -606,7 +606,7 @@ class Trainer:
             with temporary_path(target) as tmp:
                 shutil.copyfile(source, tmp)
         else:
-            write_json(target, {"channel_names": self.plans.channel_names, "labels": self.plans.labels})
+            write_json(target, {"channel_names": self.plans.channel_names, **self.plans.label_scheme.to_dict()})
         write_json(self.output_folder / "training_options.json",
                    {"trainer": self.name, "configuration": self.configuration.name, "fold": str(self.fold),
                     "device": str(self.device), "num_workers": self.num_workers, "augment_on": self.augment_on,

@@ -42,10 +42,11 @@ from segforge.inference.ensemble import (
     FORMAT,
     ensemble_folder_name,
 )
-from segforge.inference.export import probabilities_to_labels, probability_files
+from segforge.inference.export import probability_files
 from segforge.inference.model import ModelFolder
 from segforge.io.atomic import write_json_atomic
 from segforge.io.image import read_label, write_image
+from segforge.io.labels import target_key
 from segforge.workflows.postprocessing import decide_postprocessing, determine_postprocessing
 
 __all__ = ["find_best_configuration", "format_best_table"]
@@ -108,16 +109,16 @@ def _mean_figures(per_case: list[dict[int, float]], labels: Sequence[int]) -> di
         values = [c[v] for c in per_case if c.get(v) is not None and not math.isnan(c[v])]
         means[v] = float(np.mean(values)) if values else float("nan")
     valid = [m for m in means.values() if not math.isnan(m)]
-    return {"mean_dice": {str(v): _num(m) for v, m in means.items()},
+    return {"mean_dice": {target_key(v): _num(m) for v, m in means.items()},
             "foreground_mean_dice": _num(float(np.mean(valid)) if valid else float("nan"))}
 
 
 def _single_figures(cases: list[dict], labels: Sequence[int]) -> dict:
-    per_case = [{v: _nan((c["metrics"].get(str(v)) or {}).get("dice")) for v in labels} for c in cases]
+    per_case = [{v: _nan((c["metrics"].get(target_key(v)) or {}).get("dice")) for v in labels} for c in cases]
     return {"cases": len(cases), **_mean_figures(per_case, labels)}
 
 
-def _ensemble(members: list[ModelFolder], cases: list[list[dict]], labels: Sequence[int], out: Path
+def _ensemble(members: list[ModelFolder], cases: list[list[dict]], labels: Sequence, out: Path
               ) -> tuple[dict, list[tuple[str, str, str]]] | str:
     """Score the mean of the members' validation probabilities; write its label maps into ``out``."""
     first = {c["case"]: c for c in cases[0]}
@@ -137,12 +138,15 @@ def _ensemble(members: list[ModelFolder], cases: list[list[dict]], labels: Seque
             if total is not None and probabilities.shape != total.shape:
                 return f"case {name}: the members' probabilities differ in shape"
             total = probabilities.astype(np.float32) if total is None else total + probabilities
-        labels_map = probabilities_to_labels(total)
+        scheme = members[0].plans.label_scheme
+        labels_map = scheme.probabilities_to_labels(total / len(members))
         reference, geometry = read_label(case["reference"])
         target = out / "validation" / Path(case["prediction"]).name
         write_image(labels_map, geometry, target)
         pairs.append((name, case["reference"], str(target)))
-        per_case.append({v: dice(reference == v, labels_map == v) for v in labels})
+        valid = None if scheme.ignore_label is None else reference != scheme.ignore_label
+        per_case.append({v: dice(_valid(scheme.target_mask(reference, v), valid),
+                                 _valid(scheme.target_mask(labels_map, v), valid)) for v in labels})
     return {"cases": len(per_case), **_mean_figures(per_case, labels)}, pairs
 
 
@@ -159,8 +163,9 @@ def find_best_configuration(dataset: str | int, configurations: Sequence[str] | 
     if not folds:
         raise InputError("no validated fold found: segforge_train validates each fold after training", results)
     plans = models[0].plans
-    labels = sorted(v for v in plans.labels.values() if isinstance(v, int) and v != 0)
-    names = {v: k for k, v in plans.labels.items() if isinstance(v, int)}
+    scheme = plans.label_scheme
+    labels = scheme.targets  # label values, or regions (tuples of values)
+    names = {v: k for k, v in scheme.classes}
 
     candidates, skipped, usable = [], [], []
     for model in models:
@@ -199,7 +204,7 @@ def find_best_configuration(dataset: str | int, configurations: Sequence[str] | 
         decision = determine_postprocessing(model.path, folds, log=lambda *_: None)
         _add_postprocessing(candidate, decision, names)
     if best["ensemble_folder"]:
-        decision = decide_postprocessing(ensemble_pairs[best["name"]], labels, names=names)
+        decision = decide_postprocessing(ensemble_pairs[best["name"]], labels, scheme.ignore_label, names=names)
         decision.cross_validation["folds"] = folds
         decision.save(results / best["ensemble_folder"])
         _add_postprocessing(best, decision, names)
@@ -212,7 +217,7 @@ def find_best_configuration(dataset: str | int, configurations: Sequence[str] | 
         why += f", next {runner_up['name']} {_fmt(runner_up['foreground_mean_dice'])}"
     result = {
         "format": FORMAT, "dataset": plans.dataset_name, "folds": folds, "metric": METRIC,
-        "labels": {str(v): names.get(v, str(v)) for v in labels},
+        "labels": {target_key(v): names.get(v, target_key(v)) for v in labels},
         "candidates": candidates, "skipped": skipped,
         "best": {k: best[k] for k in ("name", "model_folders", "ensemble_folder", "foreground_mean_dice",
                                        "postprocessing", "foreground_mean_dice_postprocessed") if k in best},
@@ -243,6 +248,10 @@ def format_best_table(result: dict) -> str:
     for s in result["skipped"]:
         lines.append(f"skipped: {s['name']}: {s['why']}")
     return "\n".join(lines)
+
+
+def _valid(mask: np.ndarray, valid) -> np.ndarray:
+    return mask if valid is None else mask & valid
 
 
 def _nan(value) -> float:

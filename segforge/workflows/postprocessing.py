@@ -32,6 +32,7 @@ from segforge.evaluation.metrics import dice
 from segforge.inference.model import ModelFolder
 from segforge.inference.postprocessing import CONNECTIVITY, Postprocessing, remove_all_but_largest_component
 from segforge.io.image import read_label
+from segforge.io.labels import target_key
 
 __all__ = ["decide_postprocessing", "determine_postprocessing", "validation_pairs"]
 
@@ -67,10 +68,14 @@ def validation_pairs(model_folder: str | os.PathLike, folds: Sequence[str] | Non
     return pairs, used
 
 
-def _case_dice(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[int], valid) -> dict[int, float]:
+def _mask(label_map: np.ndarray, target) -> np.ndarray:
+    return np.isin(label_map, list(target)) if isinstance(target, tuple) else label_map == target
+
+
+def _case_dice(reference: np.ndarray, prediction: np.ndarray, labels: Sequence, valid) -> dict:
     if valid is not None:
-        return {v: dice((reference == v) & valid, (prediction == v) & valid) for v in labels}
-    return {v: dice(reference == v, prediction == v) for v in labels}
+        return {v: dice(_mask(reference, v) & valid, _mask(prediction, v) & valid) for v in labels}
+    return {v: dice(_mask(reference, v), _mask(prediction, v)) for v in labels}
 
 
 def _means(per_case: list[dict[int, float]], labels: Sequence[int]) -> dict[int, float]:
@@ -109,8 +114,10 @@ def decide_postprocessing(pairs: Sequence[tuple[str, str, str]], labels: Sequenc
                           ignore_label: int | None = None, names: dict[int, str] | None = None,
                           connectivity: int = CONNECTIVITY) -> Postprocessing:
     """The postprocessing that raises the mean Dice of ``pairs`` ``(case, reference, prediction)`` over
-    ``labels``; ``ignore_label``: reference voxels of that value count for no label."""
-    labels = [int(v) for v in labels]
+    ``labels`` (label values, or regions as tuples of values: these get only the all-foreground
+    candidate); ``ignore_label``: reference voxels of that value count for no label."""
+    labels = [tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else int(v) for v in labels]
+    single = [v for v in labels if isinstance(v, int)]  # per-label candidates: plain labels only
     names = names or {}
     # two passes over the files, one case in memory at a time: all foreground first, then each label
     baseline, with_foreground = [], []
@@ -121,7 +128,8 @@ def decide_postprocessing(pairs: Sequence[tuple[str, str, str]], labels: Sequenc
     base_means, fg_means = _means(baseline, labels), _means(with_foreground, labels)
     worse = [v for v in labels if _falls(fg_means[v], base_means[v])]
     keep_foreground = _rises(_foreground(fg_means), _foreground(base_means)) and not worse
-    figures = {"cases": len(baseline), "labels": labels, "connectivity": connectivity,
+    figures = {"cases": len(baseline), "labels": [list(v) if isinstance(v, tuple) else v for v in labels],
+               "connectivity": connectivity,
                "baseline": _figures(base_means)}
     candidates = [{
         "operation": "largest component of all foreground",
@@ -138,10 +146,10 @@ def decide_postprocessing(pairs: Sequence[tuple[str, str, str]], labels: Sequenc
         if keep_foreground:
             prediction = remove_all_but_largest_component(prediction, None, connectivity)
         per_label.append({v: _case_dice(reference, remove_all_but_largest_component(prediction, [v], connectivity),
-                                        [v], valid)[v] for v in labels})
-    label_means = _means(per_label, labels)
+                                        [v], valid)[v] for v in single})
+    label_means = _means(per_label, single)
     kept_labels = []
-    for v in labels:
+    for v in single:
         before_v, after_v = current_means[v], label_means[v]
         keep = _rises(after_v, before_v)
         if keep:
@@ -166,9 +174,9 @@ def determine_postprocessing(model_folder: str | os.PathLike, folds: Sequence[st
     """Decide from the model folder's fold validations and write ``postprocessing.json`` there."""
     model = ModelFolder.open(model_folder)
     pairs, used = validation_pairs(model.path, folds)
-    labels = sorted(v for v in model.plans.labels.values() if isinstance(v, int) and v != 0)
-    names = {v: k for k, v in model.plans.labels.items() if isinstance(v, int)}
-    decision = decide_postprocessing(pairs, labels, names=names)
+    scheme = model.plans.label_scheme
+    names = {v: k for k, v in scheme.classes}
+    decision = decide_postprocessing(pairs, scheme.targets, scheme.ignore_label, names=names)
     decision.cross_validation["folds"] = used
     path = decision.save(model.path)
     log(f"{model.path.name}: postprocessing {decision.describe(names)} ({decision.why}) -> {path}")
@@ -176,7 +184,8 @@ def determine_postprocessing(model_folder: str | os.PathLike, folds: Sequence[st
 
 
 def _figures(means: dict[int, float]) -> dict:
-    return {"mean_dice": {str(v): _num(m) for v, m in means.items()}, "foreground_mean_dice": _num(_foreground(means))}
+    return {"mean_dice": {target_key(v): _num(m) for v, m in means.items()},
+            "foreground_mean_dice": _num(_foreground(means))}
 
 
 def _num(value: float):

@@ -82,8 +82,9 @@ def validate_fold(
             not_predicted.append(case.name)
     if not pairs:
         raise InputError(f"no validation case of fold {fold} could be predicted and scored", out)
-    labels = sorted(v for v in model.plans.labels.values() if v != 0)
-    summary = evaluate_pairs(pairs, labels, tolerance_mm, missing=not_predicted)
+    scheme = model.plans.label_scheme  # labels or regions the model predicts; ignored voxels are not scored
+    summary = evaluate_pairs(pairs, scheme.targets, tolerance_mm, missing=not_predicted,
+                             ignore_label=scheme.ignore_label)
     summary.update(fold=str(fold), checkpoint=checkpoint, model_folder=str(model.path),
                    prediction_folder=str(out), reference_folder=str(raw.root / "labelsTr"))
     if model.configuration.cascade is not None:
