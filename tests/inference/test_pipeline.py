@@ -11,6 +11,7 @@ from segforge.errors import InputError
 from segforge.inference import pipeline
 from segforge.inference.inputs import InputCase
 from segforge.io.geometry import Geometry
+from segforge.io.labels import parse_label_scheme
 
 STEP = 0.3  # seconds each phase sleeps
 
@@ -19,7 +20,8 @@ class SlowPredictor:
     """Records when each phase of each case starts and ends."""
 
     def __init__(self):
-        self.plans = SimpleNamespace(labels={"background": 0, "a": 1})
+        labels = {"background": 0, "a": 1}
+        self.plans = SimpleNamespace(labels=labels, label_scheme=parse_label_scheme(labels))
         self.events = []
         self.lock = threading.Lock()
 
