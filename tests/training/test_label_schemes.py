@@ -116,9 +116,11 @@ def _label_map_dice(trainer) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_nested_regions_reach_the_dice_of_plain_labels(tmp_path):
-    plain = _trained(_nested_dataset(tmp_path / "plain", {"background": 0, "shell": 1, "core": 2}), 60)
+    # 500 iterations: the region of the small core is learnt later than its plain label (its pseudo-Dice
+    # 0 at 100 iterations, 0.36 at 200, 0.89 at 300); at 60 neither scheme had learnt the core
+    plain = _trained(_nested_dataset(tmp_path / "plain", {"background": 0, "shell": 1, "core": 2}), 500)
     regions = _trained(_nested_dataset(tmp_path / "regions", {"background": 0, "ball": [1, 2], "core": [2]}, [1, 2]),
-                       60)
+                       500)
     assert regions.history[0]["dice"] and len(regions.history[0]["dice"]) == 2  # region pseudo-Dice, per region
     plain_dice, region_dice = _label_map_dice(plain), _label_map_dice(regions)
     print("label-map Dice plain", plain_dice, "regions", region_dice)
