@@ -21,8 +21,10 @@ from segforge.execution import CaseStage, CaseTask, ExecutionSettings, TaskOutco
 from segforge.inference.export import write_prediction
 from segforge.inference.inputs import InputCase, output_file, read_case
 from segforge.inference.outputs import output_problem, write_prediction_manifest
-from segforge.io.atomic import check_writable_folder
+from segforge.io.atomic import WriteError, check_writable_folder
 from segforge.inference.predictor import Predictor
+
+MANIFEST_NOTE = "predictions.json not written (the label files are complete; --pseudo-labels cannot read this folder)"
 
 __all__ = ["CaseReport", "PredictorSpec", "predict_cases", "case_is_done", "prediction_stage"]
 
@@ -154,8 +156,11 @@ def predict_cases(
                 and output_file(by_name[o.name], output_folder).suffix != ".dcm"]
     model = getattr(predictor, "model", None)  # None: a stand-in predictor without a model folder
     if complete and model is not None:  # which images each label file was predicted from: what --pseudo-labels reads
-        write_prediction_manifest(output_folder, model.path, model.configuration.name, model.plans.labels, cases,
-                                  complete)
+        try:
+            write_prediction_manifest(output_folder, model.path, model.configuration.name, model.plans.labels, cases,
+                                      complete)
+        except (WriteError, OSError) as exc:  # the label files are whole; only the manifest is missing
+            log(f"{MANIFEST_NOTE}: {exc}")
     reports = []
     for outcome in summary.outcomes:
         target = output_file(by_name[outcome.name], output_folder)

@@ -26,6 +26,8 @@ report["first"] = main(["-i", "{inp}", "-o", str(out), "-d", "987", "--disable-t
 def state():
     files = {{}}
     for p in sorted(out.iterdir()):
+        if p.name in (".predictions.json.lock", "predictions.json"):  # the manifest and its lock: checked apart
+            continue
         try:
             read_image(p)
             files[p.name] = "whole"
@@ -37,6 +39,7 @@ report["after_first"] = state()
 subprocess.run(["mount", "-o", "remount,size=4m", str(out)], check=True)  # space freed, as a user would
 report["second"] = main(["-i", "{inp}", "-o", str(out), "-d", "987", "--disable-tta", "--continue"])
 report["after_second"] = state()
+report["manifest_after_second"] = json.loads((out / "predictions.json").read_text())
 print("REPORT " + json.dumps(report))
 '''
 
@@ -65,6 +68,7 @@ def test_1_disk_full_during_prediction_fails_the_cases_and_continue_redoes_them(
     assert report["second"] == 0, done.stderr
     assert len(report["after_second"]) == 8 and all(v == "whole" for v in report["after_second"].values())
     assert done.stdout.count("skipped (output complete)") == len(report["after_first"])
+    assert len(report["manifest_after_second"]["cases"]) == 8  # the manifest lists every case once space is back
 
 
 def _truncate(path):
@@ -97,7 +101,7 @@ def test_2_a_truncated_nifti_is_refused_by_every_command(folders, model, images,
     out = tmp_path / "pred"
     answer = run("predict", ["-i", images, "-o", out, "-d", "987", "--disable-tta"])
     assert_refused(answer, 1, "b_0000.nii.gz", r"truncated", kind="failed")
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "c.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "c.nii.gz", "predictions.json"]
     # evaluate: a truncated prediction is not scored as a zero-filled one
     ref = tmp_path / "ref"
     ref.mkdir()
