@@ -143,14 +143,14 @@ def training_flops(plans, name: str) -> float:
     return float(counter.get_total_flops())
 
 
-def held_out_dice(model_folder: Path, raw: Path, labels: list[int]) -> dict:
+def held_out_dice(model_folder: Path, raw: Path, labels: list[int], device: str = "cpu") -> dict:
     import numpy as np
 
     from segforge.evaluation.metrics import dice
     from segforge.inference.api import load_predictor, predict
     from segforge.io.image import read_image
 
-    predictor = load_predictor(model_folder=model_folder, folds=["0"], checkpoint="final", device="cpu", tta=False)
+    predictor = load_predictor(model_folder=model_folder, folds=["0"], checkpoint="final", device=device, tta=False)
     per_class = {v: [] for v in labels}
     for result in predict(raw / "imagesTs", predictor=predictor):
         truth, _ = read_image(raw / "labelsTs" / f"{result.name}.nii.gz")
@@ -170,10 +170,17 @@ class CurveRun:
 
         from segforge.training import SegmentationTrainer, TrainingOptions
 
+        # The same arithmetic on every device: fp32 (no autocast, no TF32), the loader's CPU augmentation, eager.
         options = TrainingOptions(epochs=1, iters_per_epoch=1, val_iters=1, num_workers=args.num_workers,
-                                  cpu_threads=args.threads, progress_bar=False, plots=False, seed=args.seed)
+                                  cpu_threads=args.threads, progress_bar=False, plots=False, seed=args.seed,
+                                  augment_on="cpu", compile=False)
+        self.device = args.device
+        if args.device.startswith("cuda"):
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.trainer = SegmentationTrainer(plans, name, 0, output_folder=run_folder / f"SegmentationTrainer__{name}"
-                                           / "fold_0", device="cpu", options=options, log=lambda line: None)
+                                           / "fold_0", device=args.device, options=options, log=lambda line: None)
+        self.trainer.amp_dtype = None
         self.trainer.initialize()
         self.trainer.write_model_folder_files()
         self.trainer.wrap_network()
@@ -203,8 +210,7 @@ class CurveRun:
         start = time.perf_counter()
         batch = t.prepare_batch(next(t.train_loader))
         self.optimizer.zero_grad(set_to_none=True)
-        with t.autocast():
-            loss = t.training_loss(batch)
+        loss = t.training_loss(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(t.network.parameters(), 12.0)
         self.optimizer.step()
@@ -224,7 +230,7 @@ class CurveRun:
     def evaluate(self, raw: Path, labels: list[int]) -> dict:
         self.trainer.save_checkpoint("final", 0)
         start = time.perf_counter()
-        result = held_out_dice(self.trainer.model_folder, raw, labels)
+        result = held_out_dice(self.trainer.model_folder, raw, labels, self.device)
         result["eval_seconds"] = time.perf_counter() - start
         self.trainer.network.train()
         return result
@@ -238,7 +244,8 @@ def run_wsd(plans, name, folder, args, optimizer, lr, momentum, raw, labels, rec
     """Constant-rate run evaluated at each milestone, plus a linear-decay branch ending at each milestone."""
     run = CurveRun(plans, name, folder, args, optimizer, lr, momentum)
     milestones = [m for m in args.milestones if m <= max_iters]
-    branch_starts = {int(round((1 - args.decay_fraction) * m)): m for m in milestones}
+    # --decay-fraction 0: the constant-rate run alone (the schedule segforge trains with under a budget)
+    branch_starts = {int(round((1 - args.decay_fraction) * m)): m for m in milestones} if args.decay_fraction > 0 else {}
     losses = []
     try:
         for i in range(1, max(milestones) + 1):
@@ -295,6 +302,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=0, help="linear warm-up iterations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--prepare-only", action="store_true", help="make and preprocess the dataset, then stop")
+    parser.add_argument("--prepared", action="store_true",
+                        help="the dataset is made and preprocessed (--prepare-only): leave it as it is "
+                        "(several sweeps read it at once)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the Dice by iteration count is the same "
+                        "fp32 arithmetic and augmentation on both (a GPU only runs the sweep faster)")
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args(argv)
     apply_dataset(args)
@@ -314,8 +327,11 @@ def main(argv=None) -> int:
     from segforge.workflows.plan_and_preprocess import plan_and_preprocess
 
     folder_name = make_dataset(args)
-    plan_and_preprocess(folder_name, num_processes=2, gpu_memory_gb=parse_plan(args.plans[0])["gb"],
-                        configurations=["3d_fullres"], progress=False, log=lambda line: None)
+    if not args.prepared:
+        plan_and_preprocess(folder_name, num_processes=2, gpu_memory_gb=parse_plan(args.plans[0])["gb"],
+                            configurations=["3d_fullres"], progress=False, log=lambda line: None)
+    if args.prepare_only:
+        return 0
     fingerprint = json.loads((paths.preprocessed_root() / folder_name / "fingerprint.json").read_text())
     raw = paths.raw_root() / folder_name
     labels = sorted(v for v in json.loads((raw / "dataset.json").read_text())["labels"].values() if v)
@@ -344,6 +360,7 @@ def main(argv=None) -> int:
                          "features_per_stage": c.network.features_per_stage, "gflop_per_iter": flops / 1e9,
                          "optimizer": opt_spec, "schedule": schedule, "iters": iters, "seed": args.seed,
                          "warmup": args.warmup, "provisional_seconds_per_iter": seconds_per_iter,
+                         "device": args.device,
                          "load_average": os.getloadavg()[0], **point}
                 results["runs"].append(entry)
                 save()

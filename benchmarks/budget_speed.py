@@ -79,11 +79,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per plan and mode")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budgets", type=float, nargs="+", default=[5.0, 15.0, 60.0])
+    parser.add_argument("--replan", action="store_true",
+                        help="measure nothing: the planner's choices again, with the calibration recorded in --out "
+                        "(after a change of the rule)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.datasets, args.max_gb, args.seconds, args.warmup, args.budgets = ["organs"], 0.05, 0.5, 1, [5.0]
     out = args.out or args.workdir / "budget_speed.json"
     use_workdir(args.workdir)
+    if args.replan:
+        return replan(out, args)
 
     from segforge import paths
     from segforge.planning.budget_rule import MEMORY_LADDER_GB, plan_for_device, training_stages
@@ -137,6 +142,33 @@ def main(argv=None) -> int:
                                   f"(x{r['measured_over_predicted']:.2f} of predicted time)" for r in v["plans"])
              for k, v in result["datasets"].items()]
     write_result(out, result, "\n".join(lines))
+    return 0
+
+
+def replan(out: Path, args) -> int:
+    """The planner's choices for ``--budgets`` with the calibration and datasets recorded in ``out``."""
+    from segforge import paths
+    from segforge.planning.budget_rule import MIN_ITERATIONS, plan_for_device
+    from segforge.planning.device_profile import DeviceProfile
+    from segforge.workflows.plan_and_preprocess import plan_and_preprocess
+
+    result = json.loads(out.read_text())
+    profile = DeviceProfile(kind="cpu", name="this machine", memory_gb=args.max_gb, threads=result["threads"],
+                            **{k: v for k, v in result["calibration"].items()})
+    for key, entry in result["datasets"].items():
+        name = make_dataset(argparse_namespace(DATASETS[key], smoke=args.smoke))
+        plan_and_preprocess(name, num_processes=2, configurations=["3d_fullres"], plan_only=True, progress=False,
+                            log=lambda line: None)
+        fingerprint = json.loads((paths.preprocessed_root() / name / "fingerprint.json").read_text())
+        entry["planner_choice"] = {}
+        for minutes in args.budgets:
+            plans = plan_for_device(fingerprint, profile, train_minutes=minutes)
+            entry["planner_choice"][str(minutes)] = {"memory_gb": plans.gpu_memory_gb,
+                                                     "why": plans.compute.why["memory_gb"]}
+    result["replanned"] = f"planner_choice recomputed with MIN_ITERATIONS = {MIN_ITERATIONS} (budget_speed.py --replan)"
+    write_result(out, result, "\n".join(f"{k}: " + ", ".join(f"{m} min -> {c['memory_gb']:g} GB"
+                                                             for m, c in v["planner_choice"].items())
+                                        for k, v in result["datasets"].items()))
     return 0
 
 

@@ -10,7 +10,7 @@ overlap the training step.
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
@@ -20,11 +20,15 @@ __all__ = ["DevicePrefetcher"]
 class DevicePrefetcher:
     """Iterates ``loader``'s batches with their tensors already on ``device`` (CUDA), ``depth`` ahead."""
 
-    def __init__(self, loader, device: torch.device, depth: int = 2):
+    def __init__(self, loader, device: torch.device, depth: int = 2, close_timeout: float = 60.0):
         self.loader = loader
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise ValueError("DevicePrefetcher copies to a CUDA device; iterate the loader itself elsewhere")
+        self.close_timeout = close_timeout
+        start = getattr(loader, "start", None)
+        if start is not None:
+            start()  # the workers fork from this thread, not from the fetching one
         self.stream = torch.cuda.Stream(self.device)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="segforge-prefetch")
         self.pending = deque(self.pool.submit(self._fetch) for _ in range(max(1, depth)))
@@ -53,8 +57,10 @@ class DevicePrefetcher:
 
     def close(self) -> None:
         # the fetch under way ends first: a batchgenerators loader asked for a batch after its close
-        # would start its workers again
+        # would start its workers again. A fetch that never ends (a worker hung or died) is not waited
+        # for past close_timeout: closing the loader then ends it with an error nobody reads.
         for future in self.pending:
             future.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        wait([f for f in self.pending if not f.cancelled()], timeout=self.close_timeout)
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.loader.close()

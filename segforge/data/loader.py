@@ -121,9 +121,20 @@ class BatchLoader:
             batch[key] = t.pin_memory() if self.pin_memory else t
         return batch
 
+    def start(self) -> None:
+        """Start the worker processes now, in the calling thread (else the first ``next`` starts them, in
+        whichever thread asks: forking from a background thread while the main one runs can leave a child
+        holding a lock no thread will release)."""
+        if isinstance(self.augmenter, MultiThreadedAugmenter) and not self.augmenter.was_initialized:
+            self.augmenter._start()
+
     def close(self) -> None:
-        if isinstance(self.augmenter, MultiThreadedAugmenter):
-            self.augmenter._finish()
+        augmenter = self.augmenter
+        if isinstance(augmenter, MultiThreadedAugmenter):
+            # a start that failed part-way (a fork refused) leaves processes that never ran: batchgenerators
+            # would fail joining them, hiding the error that stopped the start
+            augmenter._processes = [p for p in augmenter._processes if p.pid is not None]
+            augmenter._finish()
 
 
 class _WorkerBatches:

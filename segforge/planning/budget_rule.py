@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 MEMORY_LADDER_GB = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-MIN_ITERATIONS = 1000  # SGD's small classes appear between 400 and 800 iterations (docs/planning.md "Compute")
+# Below about 1 600 iterations a smaller plan with more iterations wins; at 1 000 the 2D MR plan lost 0.016
+# held-out Dice to a smaller one at 5 minutes (docs/planning.md "What a budget buys": thresholds 1 000-3 000)
+MIN_ITERATIONS = 1600
 DEFAULT_CPU_MINUTES = 15.0
 TRAINING_FRACTION = 0.85  # of the budget spent in training iterations; the rest: validation, checkpoints, start
 LOCATOR_ITERATIONS = 300
