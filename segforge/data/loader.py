@@ -26,6 +26,7 @@ from segforge.data.patch_sampler import PatchSampler
 from segforge.workers import die_with_parent
 
 __all__ = [
+    "RandomBatches",
     "TrainingBatches",
     "ValidationBatches",
     "default_num_workers",
@@ -36,12 +37,11 @@ __all__ = [
 ]
 
 
-class TrainingBatches:
-    """Endless random batches from a :class:`PatchSampler` (batchgenerators data-loader protocol)."""
+class RandomBatches:
+    """Endless batches drawn from the process-global ``np.random`` (seeded per worker; with no workers its
+    state is in the checkpoint's random states): batchgenerators' data-loader protocol around ``sample_batch``."""
 
-    def __init__(self, sampler: PatchSampler):
-        self.sampler = sampler
-        self.thread_id = 0
+    thread_id = 0
 
     def set_thread_id(self, thread_id: int) -> None:
         self.thread_id = thread_id
@@ -50,7 +50,20 @@ class TrainingBatches:
         return self
 
     def __next__(self) -> dict:
-        return self.sampler.sample_batch(np.random)
+        return self.sample_batch(np.random)
+
+    def sample_batch(self, rng) -> dict:
+        raise NotImplementedError
+
+
+class TrainingBatches(RandomBatches):
+    """Endless random batches from a :class:`PatchSampler`."""
+
+    def __init__(self, sampler: PatchSampler):
+        self.sampler = sampler
+
+    def sample_batch(self, rng) -> dict:
+        return self.sampler.sample_batch(rng)
 
 
 class ValidationBatches:

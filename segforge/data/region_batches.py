@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from segforge.data.batch_augmentation import BatchAugmentation
+from segforge.data.loader import RandomBatches
 from segforge.data.patch_sampler import PatchSampler
 
 __all__ = ["RegionBatches", "label_dtype"]
@@ -36,12 +37,11 @@ def label_dtype(num_classes: int):
     return np.uint8 if num_classes <= 256 else np.int16
 
 
-class RegionBatches:
-    """Endless batches of source boxes and their drawn parameters (batchgenerators data-loader protocol).
+class RegionBatches(RandomBatches):
+    """Endless batches of source boxes and their drawn parameters.
 
     ``sampler`` must sample regions of exactly the patch size (its lower corners are the patches').
-    Draws from the process-global ``np.random`` like :class:`~segforge.data.loader.TrainingBatches`
-    (seeded per worker; with no workers its state is in the checkpoint's random states).
+    Draws from the process-global ``np.random`` like :class:`~segforge.data.loader.TrainingBatches`.
     """
 
     def __init__(self, sampler: PatchSampler, augmentation: BatchAugmentation, channels: int,
@@ -55,16 +55,6 @@ class RegionBatches:
         self.channels = int(channels)
         self.labels = labels
         self.images = images
-        self.thread_id = 0
-
-    def set_thread_id(self, thread_id: int) -> None:
-        self.thread_id = thread_id
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        return self.sample_batch(np.random)
 
     def sample_batch(self, rng) -> dict:
         s = self.sampler

@@ -2,27 +2,14 @@
 
 import threading
 
-import numpy as np
 import pytest
+from helpers.batches import ConstantBatches
 
 from segforge.data.loader import make_loader
 
 
-class Endless:
-    """A batch source whose workers record which thread started them (``set_thread_id`` runs in the worker)."""
-
-    def set_thread_id(self, thread_id):
-        pass
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return {"data": np.ones((1, 1, 4, 4, 4), np.float32), "target": np.zeros((1, 1, 4, 4, 4), np.int16)}
-
-
 def test_start_forks_the_workers_in_the_calling_thread_and_batches_follow():
-    loader = make_loader(Endless(), None, num_workers=2)
+    loader = make_loader(ConstantBatches(1.0), None, num_workers=2)
     try:
         forked_from = []
         original = loader.augmenter._start
@@ -45,7 +32,7 @@ def test_start_forks_the_workers_in_the_calling_thread_and_batches_follow():
 def test_close_after_a_start_that_failed_half_way_stops_the_started_workers(monkeypatch):
     import multiprocessing
 
-    loader = make_loader(Endless(), None, num_workers=3)
+    loader = make_loader(ConstantBatches(), None, num_workers=3)
     real_start = multiprocessing.Process.start
     calls = []
 

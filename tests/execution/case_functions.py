@@ -53,3 +53,35 @@ def die_on_victim(context, payload):
 def device_of(context, payload):
     """Which device the worker's set-up was given (``load_offset``'s context), and by which process."""
     return {"device": context["device"], "setup_pid": context["pid"], "pid": os.getpid()}
+
+
+def numbered_tasks(n, **extra):
+    """``case_0 .. case_{n-1}`` with payload ``{"x": i, **extra}``."""
+    from segforge.execution import CaseTask
+
+    return [CaseTask(f"case_{i}", {"x": i, **extra}) for i in range(n)]
+
+
+class KillFromOutside:
+    """A thread that SIGKILLs the process whose pid :func:`kill_own_worker_once`'s victim writes to ``marker``
+    (waiting up to ``seconds``); ``with KillFromOutside(marker): run_cases(...)``."""
+
+    def __init__(self, marker: Path, seconds: float = 60.0):
+        import threading
+
+        self.marker, self.polls = Path(marker), int(seconds / 0.05)
+        self.thread = threading.Thread(target=self._kill)
+
+    def _kill(self):
+        for _ in range(self.polls):
+            if self.marker.exists() and self.marker.read_text():
+                os.kill(int(self.marker.read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join()

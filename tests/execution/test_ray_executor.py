@@ -2,13 +2,10 @@
 outputs as the local executor, bad cases reported, a worker SIGKILLed mid-task survived."""
 
 import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from case_functions import add_offset, kill_own_worker_once, load_offset, square
+from case_functions import KillFromOutside, add_offset, kill_own_worker_once, load_offset, numbered_tasks, square
 
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 
@@ -37,8 +34,7 @@ def folders(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _tasks(n, **extra):
-    return [CaseTask(f"case_{i}", {"x": i, **extra}) for i in range(n)]
+_tasks = numbered_tasks
 
 
 def test_actors_set_up_once_and_report_a_bad_case_while_the_others_finish():
@@ -55,19 +51,9 @@ def test_actors_set_up_once_and_report_a_bad_case_while_the_others_finish():
 
 def test_a_worker_sigkilled_mid_task_is_replaced_and_the_run_completes(tmp_path):
     marker = tmp_path / "pid"
-
-    def killer():
-        for _ in range(1200):
-            if marker.exists() and marker.read_text():
-                os.kill(int(marker.read_text()), signal.SIGKILL)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    summary = run_cases(CaseStage("kills", kill_own_worker_once), _tasks(4, marker=str(marker), victim=1), RAY,
-                        progress=False, log=None)
-    thread.join()
+    with KillFromOutside(marker, seconds=60):
+        summary = run_cases(CaseStage("kills", kill_own_worker_once), _tasks(4, marker=str(marker), victim=1), RAY,
+                            progress=False, log=None)
     assert summary.done == [f"case_{i}" for i in range(4)] and not summary.failed
     assert {o.name: o.attempts for o in summary.outcomes}["case_1"] == 2
     assert summary.results()["case_1"]["pid"] != int(marker.read_text())

@@ -1,13 +1,10 @@
 """The per-case runner on the local executor: order, shards, skips, bad cases, dying workers."""
 
 import os
-import signal
-import threading
-import time
 
 import pytest
-from case_functions import (add_offset, broken_setup, device_of, die_on_victim, kill_own_worker_once, load_offset,
-                            square)
+from case_functions import (KillFromOutside, add_offset, broken_setup, device_of, die_on_victim, kill_own_worker_once,
+                            load_offset, numbered_tasks, square)
 
 from segforge.errors import InputError
 from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases, select_part
@@ -15,8 +12,7 @@ from segforge.execution import CaseStage, CaseTask, ExecutionSettings, run_cases
 SQUARE = CaseStage("squares", square)
 
 
-def _tasks(n, **extra):
-    return [CaseTask(f"case_{i}", {"x": i, **extra}) for i in range(n)]
+_tasks = numbered_tasks
 
 
 def test_in_process_results_in_task_order_and_one_summary_line():
@@ -114,18 +110,8 @@ def test_a_worker_killed_from_outside_mid_task_is_survived(tmp_path):
     marker = tmp_path / "marker"
     stage = CaseStage("kills", kill_own_worker_once)
     tasks = _tasks(4, marker=str(marker), victim=1)
-
-    def killer():
-        for _ in range(600):
-            if marker.exists() and marker.read_text():
-                os.kill(int(marker.read_text()), signal.SIGKILL)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    summary = run_cases(stage, tasks, ExecutionSettings(workers=2), progress=False, log=None)
-    thread.join()
+    with KillFromOutside(marker, seconds=30):
+        summary = run_cases(stage, tasks, ExecutionSettings(workers=2), progress=False, log=None)
     assert summary.done == [f"case_{i}" for i in range(4)] and not summary.failed
 
 

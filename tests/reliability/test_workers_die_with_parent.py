@@ -14,18 +14,10 @@ from harness import ROOT
 
 LOADER_SCRIPT = r'''
 import os, sys, time
-import numpy as np
+from helpers.batches import ConstantBatches
 from segforge.data.loader import make_loader
 
-class Endless:
-    def set_thread_id(self, thread_id):
-        pass
-    def __iter__(self):
-        return self
-    def __next__(self):
-        return {"data": np.zeros((1, 1, 4, 4, 4), np.float32), "target": np.zeros((1, 1, 4, 4, 4), np.int16)}
-
-loader = make_loader(Endless(), None, num_workers=2)
+loader = make_loader(ConstantBatches(), None, num_workers=2)
 next(loader)
 children = [p.pid for p in loader.augmenter._processes]
 print("CHILDREN", *children, flush=True)
@@ -46,7 +38,7 @@ def _alive(pid: int) -> bool:
 def test_loader_workers_die_when_training_is_killed():
     process = subprocess.Popen([sys.executable, "-c", LOADER_SCRIPT], stdout=subprocess.PIPE, encoding="utf-8",
                                errors="replace",
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
     try:
         line = process.stdout.readline()
         children = [int(p) for p in line.split()[1:]]
