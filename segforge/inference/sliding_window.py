@@ -223,21 +223,10 @@ def sliding_window_logits(
     return result[(slice(None), *crop)]
 
 
-def sliding_window_predict(
-    network: torch.nn.Module,
-    data: torch.Tensor | np.ndarray,
-    patch_size: Sequence[int],
-    step: float = 0.5,
-    mirror_axes: Sequence[int] = (),
-    batch_size: int = 4,
-    device: str | torch.device | None = None,
-    accumulate_device: str | torch.device | None = None,
-) -> torch.Tensor:
-    """Softmax probabilities ``(K, z, y, x)`` of :func:`sliding_window_logits`."""
-    logits = sliding_window_logits(
-        network, data, patch_size, step, mirror_axes, batch_size, device, accumulate_device
-    )
-    return torch.softmax(logits, dim=0)
+def sliding_window_predict(network: torch.nn.Module, data: torch.Tensor | np.ndarray, patch_size: Sequence[int],
+                           **options) -> torch.Tensor:
+    """Softmax probabilities ``(K, z, y, x)`` of :func:`sliding_window_logits` (same ``options``)."""
+    return torch.softmax(sliding_window_logits(network, data, patch_size, **options), dim=0)
 
 
 def _pad_to_window(data: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
