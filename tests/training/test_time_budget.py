@@ -95,3 +95,29 @@ def test_a_held_then_linear_schedule():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     s = PolyLRSchedule(opt, 1.0, 10, exponent=1.0, hold=0.8)
     assert [round(s.lr_at(i), 9) for i in (0, 7, 8, 9, 10)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_the_time_kept_for_the_last_epoch_end_is_the_longest_recent_end_with_a_margin():
+    from segforge.training.time_budget import END_MARGIN
+
+    clock = Clock()
+    budget = TimeBudget(100.0, clock)
+    budget.start()
+    for end in (4.0, 10.0, 3.0):  # one 1-second iteration, then that epoch's validation and checkpoints
+        clock.now += 1.0
+        budget.iteration_done()
+        clock.now += end
+        budget.epoch_ended()
+        budget.mark()
+    assert budget.reserve == pytest.approx(END_MARGIN * 10.0)  # 15 s, not the last end's 3 s
+    clock.now = 100.0 + 84.0  # elapsed 84: 84 + 1 + 15 = 100 still fits
+    assert budget.next_iteration_fits()
+    clock.now += 0.5
+    assert not budget.next_iteration_fits()
+    for _ in range(5):  # the long end leaves the window of the recent ones
+        budget.mark()
+        clock.now += 1.0
+        budget.iteration_done()
+        clock.now += 1.0
+        budget.epoch_ended()
+    assert budget.reserve == pytest.approx(END_MARGIN * 1.0)

@@ -136,8 +136,9 @@ def test_a_cascade_shares_the_budget(tmp_path, fake_budget_clock, monkeypatch):
 
 def test_the_last_epochs_validation_fits_in_the_budget(tmp_path, fake_budget_clock):
     """Iterations of 1 s, an epoch's end (validation, checkpoints) of 3 s, epochs of 5, 30 s: epochs end at
-    8, 16, 24 s; in the fourth a third iteration (27 s) still leaves room for the epoch's end (30 s), a
-    fourth (28 + 3 = 31 s) would not: it is cut after 3 iterations and its end comes at 30 s."""
+    8, 16, 24 s; the last epoch's end is given 1.5 x 3 = 4.5 s (END_MARGIN): in the fourth epoch a first
+    iteration (25 s) leaves room for it (29.5 s), a second (26 + 4.5 = 30.5 s) would not: the epoch is cut
+    after 1 iteration and its end comes at 28 s, inside the budget."""
     lines = []
     t = make_trainer(tmp_path, fake_budget_clock, lines, max_minutes=0.5, iters_per_epoch=5, val_iters=1)
     validate = t.validate
@@ -148,8 +149,8 @@ def test_the_last_epochs_validation_fits_in_the_budget(tmp_path, fake_budget_clo
 
     t.validate = three_second_validation
     t.run()
-    assert t.budget.iterations == 18 and len(t.history) == 4 and fake_budget_clock.now == 30.0
-    assert any(line.startswith("time budget: stopping in epoch 3 after 3 iterations") for line in lines), lines
+    assert t.budget.iterations == 16 and len(t.history) == 4 and fake_budget_clock.now == 28.0
+    assert any(line.startswith("time budget: stopping in epoch 3 after 1 iterations") for line in lines), lines
 
 
 @pytest.mark.parametrize("minutes", [None, 0.01])
