@@ -16,7 +16,6 @@ names another model.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from segforge import paths
 from segforge.errors import InputError
 from segforge.inference.export import restore_probabilities
 from segforge.inference.postprocessing import Postprocessing
+from segforge.io.json_file import read_json
 
 __all__ = ["BEST_CONFIGURATION_FILE", "ENSEMBLES_FOLDER", "EnsemblePredictor", "read_best_configuration",
            "best_model_folders", "chosen_model", "create_chosen_predictor", "ensemble_folder_name"]
@@ -38,12 +38,9 @@ FORMAT = "segforge-best-configuration"
 def read_best_configuration(dataset_results: str | os.PathLike) -> dict | None:
     """``best_configuration.json`` of a dataset's results folder, or None when there is none."""
     path = Path(dataset_results) / BEST_CONFIGURATION_FILE
-    if not path.is_file():
+    data = read_json(path, missing_ok=True)
+    if data is None:
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"best_configuration.json is not valid JSON ({exc})", path) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("best"), dict):
         raise InputError(f"not a segforge best-configuration file (format {FORMAT} with 'best')", path)
     return data

@@ -9,7 +9,6 @@ folder can make segforge run code.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from segforge import paths
 from segforge.errors import InputError
 from segforge.io.checkpoint import load_checkpoint as load_training_checkpoint
 from segforge.io.checkpoint import plain_state_dict
+from segforge.io.json_file import read_json
 from segforge.paths import CHECKPOINT_NAMES
 from segforge.planning.plans import Configuration, Plans
 
@@ -64,12 +64,7 @@ class ModelFolder:
                              f"{paths.model_folder_name(DEFAULT_TRAINER, '3d_fullres')}", path)
         trainer, config_name = parsed
         configuration = plans.configuration(config_name)
-        dataset_json = {}
-        if (path / "dataset.json").is_file():
-            try:
-                dataset_json = json.loads((path / "dataset.json").read_text())
-            except json.JSONDecodeError as exc:
-                raise InputError(f"dataset.json is not valid JSON ({exc})", path / "dataset.json") from None
+        dataset_json = read_json(path / "dataset.json", missing_ok=True) or {}
         return cls(path, plans, configuration, trainer, dataset_json, export)
 
     def check_plans_version(self, checkpoint: dict, path: Path) -> None:
@@ -165,12 +160,9 @@ def _load_safetensors(path: Path) -> dict:
 def read_export_description(folder: str | os.PathLike) -> dict | None:
     """``export.json`` of an export folder, or None for an ordinary model folder."""
     path = Path(folder) / EXPORT_FILE
-    if not path.is_file():
+    info = read_json(path, missing_ok=True)
+    if info is None:
         return None
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"export.json is not valid JSON ({exc})", path) from None
     if not isinstance(info, dict) or info.get("format") != "segforge-export" or not info.get("configuration"):
         raise InputError("not a segforge export description (format segforge-export with a configuration)", path)
     return info

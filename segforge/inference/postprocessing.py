@@ -22,7 +22,6 @@ skips it); probabilities are written as predicted.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from segforge.errors import InputError
 from segforge.io.atomic import write_json_atomic
+from segforge.io.json_file import read_json
 
 __all__ = ["POSTPROCESSING_FILE", "Postprocessing", "largest_component", "remove_all_but_largest_component"]
 
@@ -124,10 +124,5 @@ class Postprocessing:
     def load(cls, folder: str | os.PathLike) -> "Postprocessing | None":
         """The folder's ``postprocessing.json``, or None when it has none (nothing decided yet)."""
         path = Path(folder) / POSTPROCESSING_FILE
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"postprocessing.json is not valid JSON ({exc})", path) from None
-        return cls.from_dict(data, path)
+        data = read_json(path, missing_ok=True)
+        return None if data is None else cls.from_dict(data, path)

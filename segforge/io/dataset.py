@@ -15,7 +15,6 @@ Checking the images is :func:`segforge.io.verify.verify_dataset`'s job.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from segforge import paths
 from segforge.errors import InputError
 from segforge.io.image import IMAGE_ENDINGS, split_ending
+from segforge.io.json_file import read_json
 from segforge.io.labels import LabelScheme, parse_label_scheme
 
 __all__ = ["RawCase", "RawDataset", "CHANNEL_SUFFIX_RE", "load_dataset_json", "parse_labels", "parse_channel_names"]
@@ -160,10 +160,7 @@ def load_dataset_json(path: Path) -> dict:
     if not path.is_file():
         raise InputError("dataset.json not found (a raw dataset needs dataset.json with channel_names, labels, "
                          "numTraining, file_ending; segforge_import writes one)", path)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"dataset.json is not valid JSON ({exc})", path) from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError("dataset.json must hold a JSON object", path)
     return data

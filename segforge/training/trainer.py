@@ -46,7 +46,6 @@ writes files (:attr:`writes_files`) and prints, and rank 0 alone decides when to
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil
@@ -63,6 +62,7 @@ from segforge.devices import autocast_dtype, dtype_name, resolve_device
 from segforge.errors import InputError
 from segforge.io.atomic import temporary_path
 from segforge.io.checkpoint import load_checkpoint, save_checkpoint
+from segforge.io.json_file import read_json
 from segforge.networks import to_device_layout
 from segforge.planning.plans import Plans
 from segforge.registry import look_up
@@ -248,10 +248,7 @@ class Trainer:
         """``segforge_split`` of the dataset's ``dataset.json`` (preprocessed copy first, then raw), if any."""
         for path in (self.preprocessed_dir / "dataset.json", paths.raw_root() / self.plans.dataset_name / "dataset.json"):
             if path.is_file():
-                try:
-                    return json.loads(path.read_text()).get("segforge_split")
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"dataset.json is not valid JSON ({exc})", path) from None
+                return read_json(path).get("segforge_split")
         return None
 
     # --- what a subclass gives ------------------------------------------------------------------

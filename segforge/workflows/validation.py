@@ -27,6 +27,7 @@ from segforge.inference.model import ModelFolder
 from segforge.inference.pipeline import predict_cases
 from segforge.inference.registry import create_predictor
 from segforge.io.dataset import RawDataset
+from segforge.io.json_file import read_json
 from segforge.training.locator_trainer import LOCATOR_VALIDATION_FILE
 
 __all__ = ["validate_fold"]
@@ -53,10 +54,7 @@ def validate_fold(
     splits_file = paths.preprocessed_dataset_dir(dataset) / SPLITS_FILE
     if not splits_file.is_file():
         raise InputError("splits.json not found (it is written when training starts)", splits_file)
-    try:
-        splits = json.loads(splits_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"splits file is not valid JSON ({exc})", splits_file) from None
+    splits = read_json(splits_file, what="splits file")
     raw = RawDataset.open(dataset)
     raw_cases = {c.name: c for c in raw.training_cases()}
     _, val = fold_cases(splits, fold, sorted(raw_cases))
