@@ -129,7 +129,7 @@ class EnsemblePredictor:
             total = restored if total is None else np.add(total, restored, out=total)
         mean = total / len(probabilities)
         labels = self.plans.label_scheme.probabilities_to_labels(mean)
-        if self.postprocessing is not None and self.postprocessing.does_something:
+        if self.postprocessing is not None:
             labels = self.postprocessing.apply(labels)
         return labels, (mean if keep_probabilities else None)
 

@@ -222,9 +222,7 @@ class Predictor:
 
     def postprocess(self, labels: np.ndarray) -> np.ndarray:
         """The cross-validated postprocessing of a label map on the original grid (none: unchanged)."""
-        if self.postprocessing is None or not self.postprocessing.does_something:
-            return labels
-        return self.postprocessing.apply(labels)
+        return labels if self.postprocessing is None else self.postprocessing.apply(labels)
 
     def export_extras(self, properties: dict, target) -> None:
         """Called after ``target`` (the label file) was written; subclasses add their own files."""
